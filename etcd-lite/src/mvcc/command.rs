@@ -1,0 +1,68 @@
+//! What travels through the Raft log, and what applying it yields.
+
+use etcd_client::proto::{PbEvent, PbTxnRequest, PbTxnResponse};
+use serde::{Deserialize, Serialize};
+
+use super::MvccError;
+
+/// One entry of the replicated log. Put and DeleteRange travel as a one-op [`Command::Txn`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Command {
+    Txn(#[serde(with = "prost_bytes")] PbTxnRequest),
+    Compact { revision: i64 },
+    LeaseGrant { id: i64, ttl: i64 },
+    LeaseRevoke { id: i64 },
+    /// A member announces its name and client URLs (etcd's "publish").
+    PublishMember(MemberAttributes),
+}
+
+/// The attributes a member publishes about itself once it has started.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberAttributes {
+    pub id: u64,
+    pub name: String,
+    pub client_urls: Vec<String>,
+}
+
+/// The result of applying one [`Command`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Applied {
+    /// The store's revision after the command (etcd's header revision).
+    pub revision: i64,
+    pub body: AppliedBody,
+    /// The changes the command made, in revision order, with `prev_kv` filled in
+    /// whenever the key had a previous live value. Not replicated: the watch hub
+    /// reads them on the member that applied the command.
+    #[serde(skip)]
+    pub events: Vec<PbEvent>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum AppliedBody {
+    /// Its response header is left empty: the server fills it.
+    Txn(#[serde(with = "prost_bytes")] PbTxnResponse),
+    Compacted,
+    LeaseGranted { id: i64, ttl: i64 },
+    /// `keys` were deleted with the lease.
+    LeaseRevoked,
+    MemberPublished,
+    /// The command was refused deterministically on every member; nothing changed.
+    Rejected(MvccError),
+}
+
+/// Serde adapter that carries a prost message as its protobuf encoding.
+pub(crate) mod prost_bytes {
+    use prost::Message;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<M: Message, S: Serializer>(msg: &M, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&msg.encode_to_vec())
+    }
+
+    pub fn deserialize<'de, M: Message + Default, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<M, D::Error> {
+        let bytes = <Vec<u8>>::deserialize(d)?;
+        M::decode(bytes.as_slice()).map_err(serde::de::Error::custom)
+    }
+}
