@@ -46,6 +46,8 @@ pub enum AppliedBody {
     /// `keys` were deleted with the lease.
     LeaseRevoked,
     MemberPublished,
+    /// A Raft-internal entry (blank or membership) that changes nothing in the store.
+    Noop,
     /// The command was refused deterministically on every member; nothing changed.
     Rejected(MvccError),
 }

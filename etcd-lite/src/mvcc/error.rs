@@ -33,7 +33,7 @@ pub enum MvccError {
     Storage(String),
     /// Stored bytes did not decode; the data directory is damaged.
     #[error("corrupt {what} in storage: {detail}")]
-    Corrupt { what: &'static str, detail: String },
+    Corrupt { what: String, detail: String },
 }
 
 impl From<crate::storage::EngineError> for MvccError {

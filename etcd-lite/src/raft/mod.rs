@@ -1,0 +1,79 @@
+//! etcd-lite's Raft layer, on openraft: the replicated log, the state machine
+//! that applies it to the MVCC [`Store`](crate::mvcc::Store), the gRPC network
+//! between members, and [`RaftNode`], the handle the etcd API uses to propose
+//! writes and to serve linearizable reads.
+
+mod log_store;
+mod network;
+mod node;
+mod service;
+mod state_machine;
+
+use std::fmt;
+use std::io::Cursor;
+
+use serde::{Deserialize, Serialize};
+
+pub use self::log_store::LogStore;
+pub use self::network::PeerNetwork;
+pub use self::node::{ProposeError, RaftNode, RaftStatus};
+pub use self::service::PeerService;
+pub use self::state_machine::{AppliedIndex, StateMachine};
+
+use crate::mvcc::{Applied, Command};
+
+/// A member's identity in Raft's membership: its name and the URLs its peers reach it on.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberNode {
+    pub name: String,
+    pub peer_urls: Vec<String>,
+}
+
+impl fmt::Display for MemberNode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}={}", self.name, self.peer_urls.join(","))
+    }
+}
+
+openraft::declare_raft_types!(
+    /// The types etcd-lite instantiates openraft with.
+    pub TypeConfig:
+        D = Command,
+        R = Applied,
+        NodeId = u64,
+        Node = MemberNode,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = Cursor<Vec<u8>>,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+pub type Raft = openraft::Raft<TypeConfig>;
+pub type LogId = openraft::LogId<u64>;
+pub type Entry = openraft::Entry<TypeConfig>;
+pub type StoredMembership = openraft::StoredMembership<u64, MemberNode>;
+pub type StorageError = openraft::StorageError<u64>;
+
+/// A membership change asked of the leader (etcd's MemberAdd / MemberRemove).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MembershipChange {
+    Add { id: u64, node: MemberNode },
+    Remove { id: u64 },
+}
+
+/// Encodes a value for the wire or the disk.
+pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    postcard::to_stdvec(value).expect("postcard encoding into a Vec cannot fail")
+}
+
+pub(crate) fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, postcard::Error> {
+    postcard::from_bytes(bytes)
+}
+
+/// Wraps an I/O-ish failure as an openraft storage error.
+pub(crate) fn storage_io_error(
+    subject: openraft::ErrorSubject<u64>,
+    verb: openraft::ErrorVerb,
+    err: impl std::error::Error + Send + Sync + 'static,
+) -> StorageError {
+    openraft::StorageIOError::new(subject, verb, openraft::AnyError::new(&err)).into()
+}

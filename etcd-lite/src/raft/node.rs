@@ -1,0 +1,377 @@
+//! [`RaftNode`]: what the etcd API asks of Raft — propose a command and get its
+//! applied result, confirm a read index, change membership, report status —
+//! from any member, forwarding to the leader when this member is not it.
+//!
+//! Every call is bounded by the request timeout: with no leader, or without a
+//! quorum, callers get [`ProposeError::NoLeader`] or [`ProposeError::Timeout`]
+//! (etcd's "no leader" / "request timed out"), never a hang.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ferrokube_proto::raft::{MembershipRequest, ProposeRequest, ReadIndexRequest};
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{ChangeMembers, ServerState};
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use super::network::{peer_client, PeerNetwork};
+use super::state_machine::SmShared;
+use super::{decode, encode, MemberNode, MembershipChange, Raft};
+use crate::mvcc::{Applied, Command};
+
+/// Why a proposal or read could not be served; `server::errors` maps these to etcd's errors.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProposeError {
+    #[error("no leader")]
+    NoLeader,
+    #[error("request timed out")]
+    Timeout,
+    #[error("leader changed")]
+    LeaderChanged,
+    #[error("member ID already exist")]
+    MemberExists,
+    #[error("Peer URLs already exists")]
+    PeerUrlExists,
+    #[error("member not found")]
+    MemberNotFound,
+    #[error("re-configuration failed due to not enough started members")]
+    NotEnoughStartedMembers,
+    #[error("raft stopped: {0}")]
+    Stopped(String),
+}
+
+impl ProposeError {
+    /// Encoding for the peer protocol: the forwarding member re-creates the same error.
+    fn to_status(&self) -> tonic::Status {
+        tonic::Status::unavailable(encode_error(self))
+    }
+
+    fn from_status(status: &tonic::Status) -> Self {
+        decode_error(status.message()).unwrap_or(ProposeError::Timeout)
+    }
+}
+
+fn encode_error(e: &ProposeError) -> String {
+    let tag = match e {
+        ProposeError::NoLeader => "no-leader",
+        ProposeError::Timeout => "timeout",
+        ProposeError::LeaderChanged => "leader-changed",
+        ProposeError::MemberExists => "member-exists",
+        ProposeError::PeerUrlExists => "peer-url-exists",
+        ProposeError::MemberNotFound => "member-not-found",
+        ProposeError::NotEnoughStartedMembers => "not-enough-started",
+        ProposeError::Stopped(_) => "stopped",
+    };
+    format!("etcd-lite:{tag}")
+}
+
+fn decode_error(msg: &str) -> Option<ProposeError> {
+    Some(match msg.strip_prefix("etcd-lite:")? {
+        "no-leader" => ProposeError::NoLeader,
+        "timeout" => ProposeError::Timeout,
+        "leader-changed" => ProposeError::LeaderChanged,
+        "member-exists" => ProposeError::MemberExists,
+        "peer-url-exists" => ProposeError::PeerUrlExists,
+        "member-not-found" => ProposeError::MemberNotFound,
+        "not-enough-started" => ProposeError::NotEnoughStartedMembers,
+        _ => ProposeError::Stopped("leader stopped".into()),
+    })
+}
+
+/// A status snapshot for the Maintenance API.
+#[derive(Debug, Clone)]
+pub struct RaftStatus {
+    pub leader: Option<u64>,
+    pub term: u64,
+    pub last_log_index: u64,
+    pub applied_index: u64,
+    pub is_leader: bool,
+    pub members: BTreeMap<u64, MemberNode>,
+    pub voters: BTreeSet<u64>,
+}
+
+/// Read-index requests that arrived while a round was in flight wait for the next
+/// round, which starts after they arrived — so every read sees every write that
+/// completed before it started, while 64 concurrent reads cost a few rounds, not 64.
+#[derive(Default)]
+struct ReadBatch {
+    in_flight: bool,
+    waiters: Vec<oneshot::Sender<Result<u64, ProposeError>>>,
+}
+
+pub struct RaftNode {
+    pub id: u64,
+    pub raft: Raft,
+    sm: Arc<SmShared>,
+    network: PeerNetwork,
+    request_timeout: Duration,
+    reads: Mutex<ReadBatch>,
+}
+
+impl RaftNode {
+    pub fn new(id: u64, raft: Raft, sm: Arc<SmShared>, network: PeerNetwork, request_timeout: Duration) -> Arc<Self> {
+        Arc::new(RaftNode { id, raft, sm, network, request_timeout, reads: Mutex::default() })
+    }
+
+    pub fn state_machine(&self) -> &Arc<SmShared> {
+        &self.sm
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        self.request_timeout
+    }
+
+    pub fn status(&self) -> RaftStatus {
+        let m = self.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        RaftStatus {
+            leader: m.current_leader,
+            term: m.current_term,
+            last_log_index: m.last_log_index.unwrap_or(0),
+            applied_index: m.last_applied.map_or(0, |l| l.index),
+            is_leader: m.state == ServerState::Leader,
+            members: membership.nodes().map(|(id, n)| (*id, n.clone())).collect(),
+            voters: membership.voter_ids().collect(),
+        }
+    }
+
+    /// The current leader and its node, waiting (until `deadline`) for one to be known.
+    async fn leader(&self, deadline: Instant) -> Result<(u64, MemberNode), ProposeError> {
+        let mut metrics = self.raft.metrics();
+        loop {
+            {
+                let m = metrics.borrow_and_update();
+                if let Some(leader) = m.current_leader {
+                    if let Some(node) = m.membership_config.membership().get_node(&leader) {
+                        return Ok((leader, node.clone()));
+                    }
+                }
+            }
+            match tokio::time::timeout_at(deadline, metrics.changed()).await {
+                Err(_) => return Err(ProposeError::NoLeader),
+                Ok(Err(_)) => return Err(ProposeError::Stopped("raft metrics closed".into())),
+                Ok(Ok(())) => {}
+            }
+        }
+    }
+
+    /// Waits until the leader may have changed since the last attempt, bounded by `deadline`.
+    async fn pause_before_retry(&self, deadline: Instant) -> Result<(), ProposeError> {
+        let until = (Instant::now() + Duration::from_millis(50)).min(deadline);
+        tokio::time::sleep_until(until).await;
+        if Instant::now() >= deadline {
+            return Err(ProposeError::Timeout);
+        }
+        Ok(())
+    }
+
+    /// Proposes `cmd` through the leader and returns its applied result.
+    pub async fn propose(&self, cmd: Command) -> Result<Applied, ProposeError> {
+        let deadline = Instant::now() + self.request_timeout;
+        loop {
+            let (leader, node) = self.leader(deadline).await?;
+            let attempt = if leader == self.id {
+                self.propose_local(cmd.clone(), deadline).await
+            } else {
+                self.forward_propose(leader, &node, &cmd, deadline).await
+            };
+            match attempt {
+                // Only a refusal before the entry was appended is safe to retry.
+                Err(ProposeError::LeaderChanged) => self.pause_before_retry(deadline).await?,
+                other => return other,
+            }
+        }
+    }
+
+    /// Proposes on this member, which must be the leader.
+    pub async fn propose_local(&self, cmd: Command, deadline: Instant) -> Result<Applied, ProposeError> {
+        match tokio::time::timeout_at(deadline, self.raft.client_write(cmd)).await {
+            Err(_) => Err(ProposeError::Timeout),
+            Ok(Ok(resp)) => Ok(resp.data),
+            Ok(Err(e)) => Err(write_error(e)),
+        }
+    }
+
+    async fn forward_propose(
+        &self,
+        leader: u64,
+        node: &MemberNode,
+        cmd: &Command,
+        deadline: Instant,
+    ) -> Result<Applied, ProposeError> {
+        let channel = self.network.channel(leader, node).map_err(ProposeError::Stopped)?;
+        let mut client = peer_client(channel);
+        let call = client.propose(ProposeRequest { command: encode(cmd) });
+        match tokio::time::timeout_at(deadline, call).await {
+            Err(_) => Err(ProposeError::Timeout),
+            Ok(Err(status)) if status.code() == tonic::Code::Unavailable => {
+                Err(ProposeError::from_status(&status))
+            }
+            // The leader could not be reached: it may have failed; let the caller retry elsewhere.
+            Ok(Err(_)) => Err(ProposeError::Timeout),
+            Ok(Ok(resp)) => decode(&resp.into_inner().response)
+                .map_err(|e| ProposeError::Stopped(format!("undecodable response from the leader: {e}"))),
+        }
+    }
+
+    /// Confirms a read index with a quorum (through the leader) and waits until this
+    /// member has applied up to it: afterwards a local read is linearizable.
+    pub async fn read_index(&self) -> Result<(), ProposeError> {
+        let deadline = Instant::now() + self.request_timeout;
+        let (tx, rx) = oneshot::channel();
+        let start_round = {
+            let mut reads = self.reads.lock().expect("read batch lock");
+            reads.waiters.push(tx);
+            !std::mem::replace(&mut reads.in_flight, true)
+        };
+        if start_round {
+            self.run_read_rounds(deadline).await;
+        }
+        let index = match tokio::time::timeout_at(deadline, rx).await {
+            Err(_) => return Err(ProposeError::Timeout),
+            Ok(Err(_)) => return Err(ProposeError::Timeout),
+            Ok(Ok(r)) => r?,
+        };
+        let mut applied = self.sm.applied_index();
+        let waited = tokio::time::timeout_at(deadline, applied.wait_for(|a| *a >= index))
+            .await
+            .map(|r| r.map(|_| ()));
+        match waited {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(ProposeError::Stopped("state machine closed".into())),
+            Err(_) => Err(ProposeError::Timeout),
+        }
+    }
+
+    /// Runs read-index rounds until no reader is waiting.
+    async fn run_read_rounds(&self, deadline: Instant) {
+        loop {
+            let waiters = {
+                let mut reads = self.reads.lock().expect("read batch lock");
+                if reads.waiters.is_empty() {
+                    reads.in_flight = false;
+                    return;
+                }
+                std::mem::take(&mut reads.waiters)
+            };
+            let result = self.fetch_read_index(deadline.max(Instant::now() + self.request_timeout / 2)).await;
+            for w in waiters {
+                let _ = w.send(result.clone());
+            }
+        }
+    }
+
+    async fn fetch_read_index(&self, deadline: Instant) -> Result<u64, ProposeError> {
+        let (leader, node) = self.leader(deadline).await?;
+        if leader == self.id {
+            return self.leader_read_index(deadline).await;
+        }
+        let channel = self.network.channel(leader, &node).map_err(ProposeError::Stopped)?;
+        let mut client = peer_client(channel);
+        match tokio::time::timeout_at(deadline, client.read_index(ReadIndexRequest {})).await {
+            Err(_) => Err(ProposeError::Timeout),
+            Ok(Err(status)) if status.code() == tonic::Code::Unavailable => {
+                Err(ProposeError::from_status(&status))
+            }
+            Ok(Err(_)) => Err(ProposeError::Timeout),
+            Ok(Ok(resp)) => Ok(resp.into_inner().index),
+        }
+    }
+
+    /// On the leader: confirm leadership with a quorum, return the index reads must wait for.
+    pub async fn leader_read_index(&self, deadline: Instant) -> Result<u64, ProposeError> {
+        match tokio::time::timeout_at(deadline, self.raft.get_read_log_id()).await {
+            Err(_) => Err(ProposeError::Timeout),
+            Ok(Ok((read_log_id, _))) => Ok(read_log_id.map_or(0, |l| l.index)),
+            Ok(Err(RaftError::APIError(_))) => Err(ProposeError::LeaderChanged),
+            Ok(Err(e)) => Err(ProposeError::Stopped(e.to_string())),
+        }
+    }
+
+    /// Applies a membership change through the leader.
+    pub async fn change_membership(&self, change: MembershipChange) -> Result<(), ProposeError> {
+        let deadline = Instant::now() + self.request_timeout;
+        loop {
+            let (leader, node) = self.leader(deadline).await?;
+            let attempt = if leader == self.id {
+                self.change_membership_local(change.clone(), deadline).await
+            } else {
+                let channel = self.network.channel(leader, &node).map_err(ProposeError::Stopped)?;
+                let mut client = peer_client(channel);
+                let call = client.change_membership(MembershipRequest { change: encode(&change) });
+                match tokio::time::timeout_at(deadline, call).await {
+                    Err(_) => Err(ProposeError::Timeout),
+                    Ok(Err(status)) if status.code() == tonic::Code::Unavailable => {
+                        Err(ProposeError::from_status(&status))
+                    }
+                    Ok(Err(_)) => Err(ProposeError::Timeout),
+                    Ok(Ok(_)) => Ok(()),
+                }
+            };
+            match attempt {
+                Err(ProposeError::LeaderChanged) => self.pause_before_retry(deadline).await?,
+                other => return other,
+            }
+        }
+    }
+
+    pub async fn change_membership_local(
+        &self,
+        change: MembershipChange,
+        deadline: Instant,
+    ) -> Result<(), ProposeError> {
+        let status = self.status();
+        let result = match change {
+            MembershipChange::Add { id, node } => {
+                if status.members.contains_key(&id) {
+                    return Err(ProposeError::MemberExists);
+                }
+                if status.members.values().any(|n| n.peer_urls.iter().any(|u| node.peer_urls.contains(u))) {
+                    return Err(ProposeError::PeerUrlExists);
+                }
+                let add = async {
+                    self.raft.add_learner(id, node, false).await.map_err(write_error)?;
+                    self.raft
+                        .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+                        .await
+                        .map_err(write_error)
+                };
+                tokio::time::timeout_at(deadline, add).await
+            }
+            MembershipChange::Remove { id } => {
+                if !status.members.contains_key(&id) {
+                    return Err(ProposeError::MemberNotFound);
+                }
+                let remove = async {
+                    self.raft
+                        .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
+                        .await
+                        .map_err(write_error)
+                };
+                tokio::time::timeout_at(deadline, remove).await
+            }
+        };
+        match result {
+            Err(_) => Err(ProposeError::Timeout),
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(e),
+        }
+    }
+}
+
+fn write_error(e: RaftError<u64, ClientWriteError<u64, MemberNode>>) -> ProposeError {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => ProposeError::LeaderChanged,
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
+            tracing::warn!(error = %e, "membership change refused");
+            ProposeError::NotEnoughStartedMembers
+        }
+        RaftError::Fatal(e) => ProposeError::Stopped(e.to_string()),
+    }
+}
+
+pub(crate) fn propose_error_status(e: &ProposeError) -> tonic::Status {
+    e.to_status()
+}

@@ -1,0 +1,91 @@
+//! The peer gRPC service: receives openraft's RPCs from other members, and the
+//! proposals, read-index requests and membership changes they forward to us as leader.
+//!
+//! Entry point: [`PeerService::into_server`].
+
+use std::sync::Arc;
+
+use ferrokube_proto::raft::raft_peer_server::{RaftPeer, RaftPeerServer};
+use ferrokube_proto::raft::{
+    MembershipRequest, MembershipResponse, ProposeRequest, ProposeResponse, RaftPayload,
+    ReadIndexRequest, ReadIndexResponse,
+};
+use tokio::time::Instant;
+use tonic::{Request, Response, Status};
+
+use super::network::MAX_PEER_MESSAGE;
+use super::node::propose_error_status;
+use super::{decode, encode, MembershipChange, RaftNode};
+use crate::mvcc::Command;
+
+pub struct PeerService {
+    node: Arc<RaftNode>,
+}
+
+impl PeerService {
+    pub fn into_server(node: Arc<RaftNode>) -> RaftPeerServer<PeerService> {
+        RaftPeerServer::new(PeerService { node })
+            .max_decoding_message_size(MAX_PEER_MESSAGE)
+            .max_encoding_message_size(MAX_PEER_MESSAGE)
+    }
+
+    fn deadline(&self) -> Instant {
+        Instant::now() + self.node.request_timeout()
+    }
+}
+
+fn bad_payload(e: postcard::Error) -> Status {
+    Status::invalid_argument(format!("undecodable peer message: {e}"))
+}
+
+#[tonic::async_trait]
+impl RaftPeer for PeerService {
+    async fn append_entries(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let rpc = decode(&req.into_inner().data).map_err(bad_payload)?;
+        let result = self.node.raft.append_entries(rpc).await;
+        Ok(Response::new(RaftPayload { data: encode(&result) }))
+    }
+
+    async fn vote(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let rpc = decode(&req.into_inner().data).map_err(bad_payload)?;
+        let result = self.node.raft.vote(rpc).await;
+        Ok(Response::new(RaftPayload { data: encode(&result) }))
+    }
+
+    async fn install_snapshot(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let rpc = decode(&req.into_inner().data).map_err(bad_payload)?;
+        let result = self.node.raft.install_snapshot(rpc).await;
+        Ok(Response::new(RaftPayload { data: encode(&result) }))
+    }
+
+    async fn propose(&self, req: Request<ProposeRequest>) -> Result<Response<ProposeResponse>, Status> {
+        let cmd: Command = decode(&req.into_inner().command).map_err(bad_payload)?;
+        let applied = self
+            .node
+            .propose_local(cmd, self.deadline())
+            .await
+            .map_err(|e| propose_error_status(&e))?;
+        Ok(Response::new(ProposeResponse { response: encode(&applied) }))
+    }
+
+    async fn read_index(&self, _req: Request<ReadIndexRequest>) -> Result<Response<ReadIndexResponse>, Status> {
+        let index = self
+            .node
+            .leader_read_index(self.deadline())
+            .await
+            .map_err(|e| propose_error_status(&e))?;
+        Ok(Response::new(ReadIndexResponse { index }))
+    }
+
+    async fn change_membership(
+        &self,
+        req: Request<MembershipRequest>,
+    ) -> Result<Response<MembershipResponse>, Status> {
+        let change: MembershipChange = decode(&req.into_inner().change).map_err(bad_payload)?;
+        self.node
+            .change_membership_local(change, self.deadline())
+            .await
+            .map_err(|e| propose_error_status(&e))?;
+        Ok(Response::new(MembershipResponse {}))
+    }
+}
