@@ -16,9 +16,9 @@ use serde::{Deserialize, Serialize};
 
 pub use self::log_store::LogStore;
 pub use self::network::PeerNetwork;
-pub use self::node::{ProposeError, RaftNode, RaftStatus};
+pub use self::node::{LeaseCall, ProposeError, RaftNode, RaftStatus};
 pub use self::service::PeerService;
-pub use self::state_machine::{AppliedIndex, StateMachine};
+pub use self::state_machine::{AppliedIndex, SmShared, StateMachine};
 
 use crate::mvcc::{Applied, Command};
 

@@ -10,7 +10,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ferrokube_proto::raft::{MembershipRequest, ProposeRequest, ReadIndexRequest};
+use ferrokube_proto::raft::leader_leases_client::LeaderLeasesClient;
+use ferrokube_proto::raft::{LeaseRequest, MembershipRequest, ProposeRequest, ReadIndexRequest};
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{ChangeMembers, ServerState};
 use tokio::sync::oneshot;
@@ -19,6 +20,7 @@ use tokio::time::Instant;
 use super::network::{peer_client, PeerNetwork};
 use super::state_machine::SmShared;
 use super::{decode, encode, MemberNode, MembershipChange, Raft};
+use crate::lessor::Lessor;
 use crate::mvcc::{Applied, Command};
 
 /// Why a proposal or read could not be served; `server::errors` maps these to etcd's errors.
@@ -80,6 +82,13 @@ fn decode_error(msg: &str) -> Option<ProposeError> {
     })
 }
 
+/// The lease calls only the leader answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseCall {
+    KeepAlive,
+    TimeToLive,
+}
+
 /// A status snapshot for the Maintenance API.
 #[derive(Debug, Clone)]
 pub struct RaftStatus {
@@ -108,11 +117,77 @@ pub struct RaftNode {
     network: PeerNetwork,
     request_timeout: Duration,
     reads: Mutex<ReadBatch>,
+    lessor: Arc<Lessor>,
 }
 
 impl RaftNode {
-    pub fn new(id: u64, raft: Raft, sm: Arc<SmShared>, network: PeerNetwork, request_timeout: Duration) -> Arc<Self> {
-        Arc::new(RaftNode { id, raft, sm, network, request_timeout, reads: Mutex::default() })
+    pub fn new(
+        id: u64,
+        raft: Raft,
+        sm: Arc<SmShared>,
+        network: PeerNetwork,
+        request_timeout: Duration,
+        lessor: Arc<Lessor>,
+    ) -> Arc<Self> {
+        Arc::new(RaftNode { id, raft, sm, network, request_timeout, reads: Mutex::default(), lessor })
+    }
+
+    pub fn lessor(&self) -> &Arc<Lessor> {
+        &self.lessor
+    }
+
+    /// Renews a lease on the leader; returns its TTL, 0 if it does not exist.
+    pub async fn lease_keep_alive(&self, id: i64) -> Result<i64, ProposeError> {
+        self.lease_call(id, LeaseCall::KeepAlive).await
+    }
+
+    /// Seconds a lease has left according to the leader, -1 if it does not exist.
+    pub async fn lease_time_to_live(&self, id: i64) -> Result<i64, ProposeError> {
+        self.lease_call(id, LeaseCall::TimeToLive).await
+    }
+
+    /// Answers a lease call as the leader.
+    pub fn lease_call_local(&self, id: i64, call: LeaseCall) -> Result<i64, ProposeError> {
+        if !self.status().is_leader {
+            return Err(ProposeError::LeaderChanged);
+        }
+        let lease = self.sm.store().lease(id);
+        let now = Instant::now();
+        Ok(match call {
+            LeaseCall::KeepAlive => self.lessor.renew(lease.as_ref(), now),
+            LeaseCall::TimeToLive => self.lessor.remaining(lease.as_ref(), now),
+        })
+    }
+
+    async fn lease_call(&self, id: i64, call: LeaseCall) -> Result<i64, ProposeError> {
+        let deadline = Instant::now() + self.request_timeout;
+        loop {
+            let (leader, node) = self.leader(deadline).await?;
+            let attempt = if leader == self.id {
+                self.lease_call_local(id, call)
+            } else {
+                let channel = self.network.channel(leader, &node).map_err(ProposeError::Stopped)?;
+                let mut client = LeaderLeasesClient::new(channel);
+                let fut = async {
+                    match call {
+                        LeaseCall::KeepAlive => client.keep_alive(LeaseRequest { id }).await,
+                        LeaseCall::TimeToLive => client.time_to_live(LeaseRequest { id }).await,
+                    }
+                };
+                match tokio::time::timeout_at(deadline, fut).await {
+                    Err(_) => Err(ProposeError::Timeout),
+                    Ok(Err(status)) if status.code() == tonic::Code::Unavailable => {
+                        Err(ProposeError::from_status(&status))
+                    }
+                    Ok(Err(_)) => Err(ProposeError::Timeout),
+                    Ok(Ok(resp)) => Ok(resp.into_inner().ttl),
+                }
+            };
+            match attempt {
+                Err(ProposeError::LeaderChanged) => self.pause_before_retry(deadline).await?,
+                other => return other,
+            }
+        }
     }
 
     pub fn state_machine(&self) -> &Arc<SmShared> {

@@ -5,16 +5,17 @@
 
 use std::sync::Arc;
 
+use ferrokube_proto::raft::leader_leases_server::{LeaderLeases, LeaderLeasesServer};
 use ferrokube_proto::raft::raft_peer_server::{RaftPeer, RaftPeerServer};
 use ferrokube_proto::raft::{
-    MembershipRequest, MembershipResponse, ProposeRequest, ProposeResponse, RaftPayload,
+    LeaseRequest, LeaseTtlResponse, MembershipRequest, MembershipResponse, ProposeRequest, ProposeResponse, RaftPayload,
     ReadIndexRequest, ReadIndexResponse,
 };
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 
 use super::network::MAX_PEER_MESSAGE;
-use super::node::propose_error_status;
+use super::node::{propose_error_status, LeaseCall};
 use super::{decode, encode, MembershipChange, RaftNode};
 use crate::mvcc::Command;
 
@@ -27,6 +28,10 @@ impl PeerService {
         RaftPeerServer::new(PeerService { node })
             .max_decoding_message_size(MAX_PEER_MESSAGE)
             .max_encoding_message_size(MAX_PEER_MESSAGE)
+    }
+
+    pub fn leases_server(node: Arc<RaftNode>) -> LeaderLeasesServer<PeerService> {
+        LeaderLeasesServer::new(PeerService { node })
     }
 
     fn deadline(&self) -> Instant {
@@ -87,5 +92,24 @@ impl RaftPeer for PeerService {
             .await
             .map_err(|e| propose_error_status(&e))?;
         Ok(Response::new(MembershipResponse {}))
+    }
+}
+
+#[tonic::async_trait]
+impl LeaderLeases for PeerService {
+    async fn keep_alive(&self, req: Request<LeaseRequest>) -> Result<Response<LeaseTtlResponse>, Status> {
+        let ttl = self
+            .node
+            .lease_call_local(req.into_inner().id, LeaseCall::KeepAlive)
+            .map_err(|e| propose_error_status(&e))?;
+        Ok(Response::new(LeaseTtlResponse { ttl }))
+    }
+
+    async fn time_to_live(&self, req: Request<LeaseRequest>) -> Result<Response<LeaseTtlResponse>, Status> {
+        let ttl = self
+            .node
+            .lease_call_local(req.into_inner().id, LeaseCall::TimeToLive)
+            .map_err(|e| propose_error_status(&e))?;
+        Ok(Response::new(LeaseTtlResponse { ttl }))
     }
 }

@@ -1,0 +1,37 @@
+//! The `etcd-lite` binary: flags, logging, listeners, then [`etcd_lite::run`].
+
+use anyhow::Context;
+use clap::Parser;
+use tokio::net::TcpListener;
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .init();
+    let cfg = etcd_lite::Config::parse().validate()?;
+    let mut listeners = etcd_lite::Listeners { client: vec![], peer: vec![] };
+    for addr in &cfg.listen_client_urls {
+        let l = TcpListener::bind(addr).await.with_context(|| format!("listening for clients on {addr} (--listen-client-urls)"))?;
+        listeners.client.push(l);
+    }
+    for addr in &cfg.listen_peer_urls {
+        let l = TcpListener::bind(addr).await.with_context(|| format!("listening for peers on {addr} (--listen-peer-urls)"))?;
+        listeners.peer.push(l);
+    }
+    tracing::info!(name = %cfg.name, data_dir = %cfg.data_dir.display(), engine = cfg.storage_engine.name(), "starting etcd-lite");
+    etcd_lite::run(cfg, listeners, shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("received a shutdown signal");
+}

@@ -1,0 +1,91 @@
+//! The Maintenance service: Status and the (empty) alarm list. The bbolt-specific
+//! calls (Snapshot, Defragment, Hash, HashKV) and MoveLeader/Downgrade are refused
+//! with a clear "not implemented" status.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use etcd_client::proto::{
+    PbAlarmRequest, PbAlarmResponse, PbDefragmentRequest, PbDefragmentResponse, PbDowngradeRequest,
+    PbDowngradeResponse, PbHashKvRequest, PbHashKvResponse, PbHashRequest, PbHashResponse,
+    PbMaintenanceService, PbMoveLeaderRequest, PbMoveLeaderResponse, PbSnapshotRequest,
+    PbSnapshotResponse, PbStatusRequest, PbStatusResponse,
+};
+use futures::Stream;
+use tonic::{Request, Response, Status};
+
+use super::errors::ApiError;
+use super::EtcdServer;
+
+/// The etcd API version this server speaks (what `etcdctl endpoint status` shows).
+pub const SERVER_VERSION: &str = "3.4.0";
+
+/// `AlarmRequest.action`: GET.
+const ALARM_GET: i32 = 0;
+
+pub struct MaintenanceService {
+    server: Arc<EtcdServer>,
+}
+
+impl MaintenanceService {
+    pub fn new(server: Arc<EtcdServer>) -> Self {
+        MaintenanceService { server }
+    }
+}
+
+type SnapshotStream = Pin<Box<dyn Stream<Item = Result<PbSnapshotResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl PbMaintenanceService for MaintenanceService {
+    async fn alarm(&self, req: Request<PbAlarmRequest>) -> Result<Response<PbAlarmResponse>, Status> {
+        // etcd-lite raises no alarms (it has no space quota), so the list is always empty.
+        if req.into_inner().action != ALARM_GET {
+            return Err(ApiError::Unimplemented("alarm activation").into());
+        }
+        Ok(Response::new(PbAlarmResponse { header: Some(self.server.current_header()), alarms: vec![] }))
+    }
+
+    async fn status(&self, _req: Request<PbStatusRequest>) -> Result<Response<PbStatusResponse>, Status> {
+        let status = self.server.node.status();
+        let db_size = self.server.sm().engine().size_bytes() as i64;
+        Ok(Response::new(PbStatusResponse {
+            header: Some(self.server.current_header()),
+            version: SERVER_VERSION.to_string(),
+            db_size,
+            leader: status.leader.unwrap_or(0),
+            raft_index: status.last_log_index,
+            raft_term: status.term,
+            raft_applied_index: status.applied_index,
+            errors: vec![],
+            db_size_in_use: db_size,
+            is_learner: !status.voters.contains(&self.server.member_id),
+            ..Default::default()
+        }))
+    }
+
+    async fn defragment(&self, _req: Request<PbDefragmentRequest>) -> Result<Response<PbDefragmentResponse>, Status> {
+        Err(ApiError::Unimplemented("Defragment").into())
+    }
+
+    async fn hash(&self, _req: Request<PbHashRequest>) -> Result<Response<PbHashResponse>, Status> {
+        Err(ApiError::Unimplemented("Hash").into())
+    }
+
+    async fn hash_kv(&self, _req: Request<PbHashKvRequest>) -> Result<Response<PbHashKvResponse>, Status> {
+        Err(ApiError::Unimplemented("HashKV").into())
+    }
+
+    type SnapshotStream = SnapshotStream;
+
+    async fn snapshot(&self, _req: Request<PbSnapshotRequest>) -> Result<Response<SnapshotStream>, Status> {
+        Err(ApiError::Unimplemented("Snapshot (etcdctl snapshot save)").into())
+    }
+
+    async fn move_leader(&self, _req: Request<PbMoveLeaderRequest>) -> Result<Response<PbMoveLeaderResponse>, Status> {
+        Err(ApiError::Unimplemented("MoveLeader").into())
+    }
+
+    async fn downgrade(&self, _req: Request<PbDowngradeRequest>) -> Result<Response<PbDowngradeResponse>, Status> {
+        Err(ApiError::Unimplemented("Downgrade").into())
+    }
+}
