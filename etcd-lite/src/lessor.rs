@@ -110,8 +110,8 @@ mod tests {
         LeaseInfo { id, ttl, keys: vec![] }
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn leases_expire_after_their_ttl_on_the_leader_only() {
+    #[test]
+    fn leases_expire_after_their_ttl_on_the_leader_only() {
         let lessor = Lessor::new();
         let leases = [lease(1, 5), lease(2, 10)];
         let t0 = Instant::now();
@@ -124,8 +124,8 @@ mod tests {
         assert!(lessor.tick(&leases, None, t0 + Duration::from_secs(60)).is_empty());
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn keepalive_extends_and_promotion_resets() {
+    #[test]
+    fn keepalive_extends_and_promotion_resets() {
         let lessor = Lessor::new();
         let leases = [lease(7, 5)];
         let t0 = Instant::now();
