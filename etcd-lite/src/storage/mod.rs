@@ -18,11 +18,15 @@
 //! - Scans return keys in lexicographic byte order (reversed when asked).
 
 mod memory;
+mod redb;
+mod sled;
 
 use std::path::Path;
 use std::sync::Arc;
 
 pub use self::memory::MemoryEngine;
+pub use self::redb::RedbEngine;
+pub use self::sled::SledEngine;
 
 /// A keyspace inside the engine; each is an independent ordered map.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -140,6 +144,9 @@ pub enum Durability {
     Deferred,
 }
 
+/// The `(key, value)` pairs [`Engine::scan`] returns, in scan order.
+pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// A key range for [`Engine::scan`]: `[start, end)`, `end = None` meaning "to the end".
 #[derive(Debug, Clone, Copy)]
 pub struct ScanRange<'a> {
@@ -193,7 +200,7 @@ pub trait Engine: Send + Sync + 'static {
         range: ScanRange<'_>,
         reverse: bool,
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, EngineError>;
+    ) -> Result<Entries, EngineError>;
 
     /// Applies `batch` atomically.
     fn write(&self, batch: WriteBatch, durability: Durability) -> Result<(), EngineError>;
@@ -227,6 +234,7 @@ impl EngineKind {
 pub fn open(kind: EngineKind, dir: &Path) -> Result<Arc<dyn Engine>, EngineError> {
     Ok(match kind {
         EngineKind::Memory => Arc::new(MemoryEngine::new()),
-        EngineKind::Redb | EngineKind::Sled => todo!("disk engines"),
+        EngineKind::Redb => Arc::new(RedbEngine::open(dir)?),
+        EngineKind::Sled => Arc::new(SledEngine::open(dir)?),
     })
 }
