@@ -17,6 +17,8 @@
 //! - **Read your writes**: a read started after `write` returned sees the batch.
 //! - Scans return keys in lexicographic byte order (reversed when asked).
 
+#[cfg(test)]
+mod conformance;
 mod memory;
 mod redb;
 mod sled;
