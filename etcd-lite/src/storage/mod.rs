@@ -17,12 +17,18 @@
 //! - **Read your writes**: a read started after `write` returned sees the batch.
 //! - Scans return keys in lexicographic byte order (reversed when asked).
 
+#[cfg(test)]
+mod conformance;
 mod memory;
+mod redb;
+mod sled;
 
 use std::path::Path;
 use std::sync::Arc;
 
 pub use self::memory::MemoryEngine;
+pub use self::redb::RedbEngine;
+pub use self::sled::SledEngine;
 
 /// A keyspace inside the engine; each is an independent ordered map.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -64,12 +70,25 @@ impl Space {
 /// One change in a [`WriteBatch`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
-    Put { space: Space, key: Vec<u8>, value: Vec<u8> },
-    Delete { space: Space, key: Vec<u8> },
+    Put {
+        space: Space,
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    Delete {
+        space: Space,
+        key: Vec<u8>,
+    },
     /// Delete every key in `[start, end)`.
-    DeleteRange { space: Space, start: Vec<u8>, end: Vec<u8> },
+    DeleteRange {
+        space: Space,
+        start: Vec<u8>,
+        end: Vec<u8>,
+    },
     /// Delete every key of the space.
-    Clear { space: Space },
+    Clear {
+        space: Space,
+    },
 }
 
 /// Changes applied atomically by [`Engine::write`], in order.
@@ -83,13 +102,29 @@ impl WriteBatch {
         Self::default()
     }
     pub fn put(&mut self, space: Space, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
-        self.ops.push(Op::Put { space, key: key.into(), value: value.into() });
+        self.ops.push(Op::Put {
+            space,
+            key: key.into(),
+            value: value.into(),
+        });
     }
     pub fn delete(&mut self, space: Space, key: impl Into<Vec<u8>>) {
-        self.ops.push(Op::Delete { space, key: key.into() });
+        self.ops.push(Op::Delete {
+            space,
+            key: key.into(),
+        });
     }
-    pub fn delete_range(&mut self, space: Space, start: impl Into<Vec<u8>>, end: impl Into<Vec<u8>>) {
-        self.ops.push(Op::DeleteRange { space, start: start.into(), end: end.into() });
+    pub fn delete_range(
+        &mut self,
+        space: Space,
+        start: impl Into<Vec<u8>>,
+        end: impl Into<Vec<u8>>,
+    ) {
+        self.ops.push(Op::DeleteRange {
+            space,
+            start: start.into(),
+            end: end.into(),
+        });
     }
     pub fn clear(&mut self, space: Space) {
         self.ops.push(Op::Clear { space });
@@ -111,6 +146,9 @@ pub enum Durability {
     Deferred,
 }
 
+/// The `(key, value)` pairs [`Engine::scan`] returns, in scan order.
+pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// A key range for [`Engine::scan`]: `[start, end)`, `end = None` meaning "to the end".
 #[derive(Debug, Clone, Copy)]
 pub struct ScanRange<'a> {
@@ -120,7 +158,10 @@ pub struct ScanRange<'a> {
 
 impl<'a> ScanRange<'a> {
     pub fn all() -> Self {
-        ScanRange { start: &[], end: None }
+        ScanRange {
+            start: &[],
+            end: None,
+        }
     }
     pub fn new(start: &'a [u8], end: Option<&'a [u8]>) -> Self {
         ScanRange { start, end }
@@ -130,11 +171,21 @@ impl<'a> ScanRange<'a> {
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     #[error("opening the {engine} engine at {path}: {source}")]
-    Open { engine: &'static str, path: String, source: Box<dyn std::error::Error + Send + Sync> },
+    Open {
+        engine: &'static str,
+        path: String,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("reading from the {engine} engine: {source}")]
-    Read { engine: &'static str, source: Box<dyn std::error::Error + Send + Sync> },
+    Read {
+        engine: &'static str,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("writing to the {engine} engine: {source}")]
-    Write { engine: &'static str, source: Box<dyn std::error::Error + Send + Sync> },
+    Write {
+        engine: &'static str,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 /// The storage engine interface; see the module docs for the guarantees.
@@ -151,7 +202,7 @@ pub trait Engine: Send + Sync + 'static {
         range: ScanRange<'_>,
         reverse: bool,
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, EngineError>;
+    ) -> Result<Entries, EngineError>;
 
     /// Applies `batch` atomically.
     fn write(&self, batch: WriteBatch, durability: Durability) -> Result<(), EngineError>;
@@ -185,6 +236,7 @@ impl EngineKind {
 pub fn open(kind: EngineKind, dir: &Path) -> Result<Arc<dyn Engine>, EngineError> {
     Ok(match kind {
         EngineKind::Memory => Arc::new(MemoryEngine::new()),
-        EngineKind::Redb | EngineKind::Sled => todo!("disk engines"),
+        EngineKind::Redb => Arc::new(RedbEngine::open(dir)?),
+        EngineKind::Sled => Arc::new(SledEngine::open(dir)?),
     })
 }

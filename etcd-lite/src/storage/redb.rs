@@ -1,0 +1,197 @@
+//! The redb engine: one redb table per [`Space`] in the file `dir/redb`, one
+//! write transaction per batch.
+//!
+//! Entry point: [`RedbEngine::open`].
+
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+
+use redb::TableDefinition;
+
+use super::{
+    Durability, Engine, EngineError, EngineKind, Entries, Op, ScanRange, Space, WriteBatch,
+};
+
+const ENGINE: &str = "redb";
+
+/// redb's page cache (its default is 1 GiB); a tenth of it buffers writes.
+const CACHE_BYTES: usize = 64 << 20;
+
+type Table<'txn> = redb::Table<'txn, &'static [u8], &'static [u8]>;
+
+/// A redb database file.
+///
+/// Every batch is one write transaction, so it is atomic, and commits are
+/// totally ordered. `Immediate` commits with `redb::Durability::Immediate`
+/// (an fsync). `Deferred` commits with `redb::Durability::None`: the commit
+/// is visible at once but reaches the disk only with the next durable commit,
+/// which writes the whole state up to it. A crash therefore falls back to the
+/// last durable commit and loses only the `Deferred` batches after it, a
+/// suffix, as the *ordered* guarantee requires. (`Eventual` keeps that too,
+/// but on Linux it is a full fsync, so it would buy nothing.) redb frees pages
+/// only in durable commits: a long run of `Deferred` writes grows the file
+/// until the next `Immediate` write or [`Engine::flush`].
+///
+/// After a crash, opening the file repairs it, walking the whole database.
+pub struct RedbEngine {
+    db: redb::Database,
+    path: PathBuf,
+}
+
+fn table(space: Space) -> TableDefinition<'static, &'static [u8], &'static [u8]> {
+    TableDefinition::new(space.name())
+}
+
+fn read_error(source: impl Into<redb::Error>) -> EngineError {
+    EngineError::Read {
+        engine: ENGINE,
+        source: Box::new(source.into()),
+    }
+}
+
+fn write_error(source: impl Into<redb::Error>) -> EngineError {
+    EngineError::Write {
+        engine: ENGINE,
+        source: Box::new(source.into()),
+    }
+}
+
+impl RedbEngine {
+    /// Opens (creating if needed) the database file `dir/redb`, repairing it
+    /// if the last process stopped without closing it.
+    pub fn open(dir: &Path) -> Result<Self, EngineError> {
+        let path = dir.join("redb");
+        let open_error = |source: Box<dyn std::error::Error + Send + Sync>| EngineError::Open {
+            engine: ENGINE,
+            path: path.display().to_string(),
+            source,
+        };
+        std::fs::create_dir_all(dir).map_err(|e| open_error(Box::new(e)))?;
+        let db = redb::Builder::new()
+            .set_cache_size(CACHE_BYTES)
+            .create(&path)
+            .map_err(|e| open_error(Box::new(e)))?;
+        Ok(Self { db, path })
+    }
+
+    /// Applies `ops` in order inside `txn`, opening each space's table once.
+    fn apply(txn: &redb::WriteTransaction, ops: Vec<Op>) -> Result<(), EngineError> {
+        let mut tables: [Option<Table<'_>>; Space::ALL.len()] = Default::default();
+        for op in ops {
+            let space = match &op {
+                Op::Put { space, .. }
+                | Op::Delete { space, .. }
+                | Op::DeleteRange { space, .. }
+                | Op::Clear { space } => *space,
+            };
+            let slot = &mut tables[space as usize];
+            let table = match slot {
+                Some(table) => table,
+                None => slot.insert(txn.open_table(table(space)).map_err(write_error)?),
+            };
+            match op {
+                Op::Put { key, value, .. } => {
+                    table
+                        .insert(key.as_slice(), value.as_slice())
+                        .map_err(write_error)?;
+                }
+                Op::Delete { key, .. } => {
+                    table.remove(key.as_slice()).map_err(write_error)?;
+                }
+                Op::DeleteRange { start, end, .. } => {
+                    if start < end {
+                        table
+                            .retain_in(start.as_slice()..end.as_slice(), |_, _| false)
+                            .map_err(write_error)?;
+                    }
+                }
+                Op::Clear { .. } => table.retain(|_, _| false).map_err(write_error)?,
+            }
+        }
+        Ok(())
+    }
+
+    fn commit(&self, ops: Vec<Op>, durability: Durability) -> Result<(), EngineError> {
+        let mut txn = self.db.begin_write().map_err(write_error)?;
+        txn.set_durability(match durability {
+            Durability::Immediate => redb::Durability::Immediate,
+            Durability::Deferred => redb::Durability::None,
+        });
+        Self::apply(&txn, ops)?;
+        txn.commit().map_err(write_error)
+    }
+
+    /// Runs `read` on the space's table; a table never written is empty.
+    fn read<T>(
+        &self,
+        space: Space,
+        empty: T,
+        read: impl FnOnce(
+            &redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
+        ) -> Result<T, redb::StorageError>,
+    ) -> Result<T, EngineError> {
+        let txn = self.db.begin_read().map_err(read_error)?;
+        match txn.open_table(table(space)) {
+            Ok(table) => read(&table).map_err(read_error),
+            Err(redb::TableError::TableDoesNotExist(_)) => Ok(empty),
+            Err(e) => Err(read_error(e)),
+        }
+    }
+}
+
+impl Engine for RedbEngine {
+    fn kind(&self) -> EngineKind {
+        EngineKind::Redb
+    }
+
+    fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError> {
+        self.read(space, None, |table| {
+            Ok(table.get(key)?.map(|v| v.value().to_vec()))
+        })
+    }
+
+    fn scan(
+        &self,
+        space: Space,
+        range: ScanRange<'_>,
+        reverse: bool,
+        limit: usize,
+    ) -> Result<Entries, EngineError> {
+        if range.end.is_some_and(|end| end <= range.start) {
+            return Ok(Vec::new());
+        }
+        let end = match range.end {
+            Some(end) => Bound::Excluded(end),
+            None => Bound::Unbounded,
+        };
+        let limit = if limit == 0 { usize::MAX } else { limit };
+        self.read(space, Vec::new(), |table| {
+            let iter = table.range::<&[u8]>((Bound::Included(range.start), end))?;
+            let iter: Box<dyn Iterator<Item = _>> = if reverse {
+                Box::new(iter.rev())
+            } else {
+                Box::new(iter)
+            };
+            iter.take(limit)
+                .map(|entry| {
+                    let (key, value) = entry?;
+                    Ok((key.value().to_vec(), value.value().to_vec()))
+                })
+                .collect()
+        })
+    }
+
+    fn write(&self, batch: WriteBatch, durability: Durability) -> Result<(), EngineError> {
+        self.commit(batch.ops, durability)
+    }
+
+    /// An empty durable commit: it persists every earlier `Deferred` commit.
+    fn flush(&self) -> Result<(), EngineError> {
+        self.commit(Vec::new(), Durability::Immediate)
+    }
+
+    /// The database file's length; 0 if it cannot be read.
+    fn size_bytes(&self) -> u64 {
+        std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0)
+    }
+}
