@@ -3,4 +3,5 @@
 //! Layers, bottom up: [`storage`] (the engine trait and its implementations),
 //! [`mvcc`] (etcd's revisioned keyspace and leases: the state machine).
 
+pub mod mvcc;
 pub mod storage;
