@@ -181,3 +181,126 @@ impl Store {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testkit::*;
+    use super::super::{AppliedBody, Command, MvccError};
+    use super::{LeaseInfo, MAX_LEASE_TTL};
+
+    fn grant(h: &mut Harness, id: i64) {
+        let applied = h.apply(Command::LeaseGrant { id, ttl: 60 });
+        assert_eq!(applied.body, AppliedBody::LeaseGranted { id, ttl: 60 });
+    }
+
+    fn attached(h: &Harness, id: i64) -> Vec<String> {
+        let keys = h.store.lease(id).expect("lease").keys;
+        keys.iter()
+            .map(|k| String::from_utf8_lossy(k).into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn grant_refuses_like_etcd_and_does_not_bump_the_revision() {
+        let mut h = Harness::new();
+        let refused = |h: &mut Harness, id, ttl| {
+            rejection(&h.apply(Command::LeaseGrant { id, ttl })).cloned()
+        };
+        assert_eq!(refused(&mut h, 0, 10), Some(MvccError::LeaseNotFound));
+        assert_eq!(
+            refused(&mut h, 1, MAX_LEASE_TTL + 1),
+            Some(MvccError::LeaseTtlTooLarge)
+        );
+        assert_eq!(refused(&mut h, 1, MAX_LEASE_TTL), None);
+        assert_eq!(refused(&mut h, 1, 10), Some(MvccError::LeaseExists));
+        assert_eq!(
+            h.store.lease(1),
+            Some(LeaseInfo {
+                id: 1,
+                ttl: MAX_LEASE_TTL,
+                keys: vec![]
+            })
+        );
+        assert_eq!(h.store.revision(), 1);
+    }
+
+    #[test]
+    fn keys_attach_to_their_latest_lease_only() {
+        let mut h = Harness::new();
+        grant(&mut h, 1);
+        grant(&mut h, 2);
+        h.txn(txn(
+            vec![],
+            vec![put_lease_op("a", "", 1), put_lease_op("b", "", 1)],
+            vec![],
+        ));
+        assert_eq!(attached(&h, 1), ["a", "b"]);
+        h.txn(txn(vec![], vec![put_lease_op("a", "", 2)], vec![]));
+        assert_eq!(
+            (attached(&h, 1), attached(&h, 2)),
+            (vec!["b".into()], vec!["a".into()])
+        );
+        h.put("a", "no lease");
+        assert!(attached(&h, 2).is_empty(), "a put without lease detaches");
+        h.delete("b", "");
+        assert!(attached(&h, 1).is_empty(), "a delete detaches");
+        let applied = h.txn(txn(vec![], vec![put_lease_op("c", "", 3)], vec![]));
+        assert_eq!(rejection(&applied), Some(&MvccError::LeaseNotFound));
+    }
+
+    #[test]
+    fn revoke_deletes_every_attached_key_in_one_revision() {
+        let mut h = Harness::new();
+        grant(&mut h, 1);
+        grant(&mut h, 2);
+        h.txn(txn(
+            vec![],
+            vec![put_lease_op("z", "1", 1), put_lease_op("m", "2", 1)],
+            vec![],
+        )); // 2
+        h.txn(txn(vec![], vec![put_lease_op("other", "3", 2)], vec![])); // 3
+        let applied = h.apply(Command::LeaseRevoke { id: 1 });
+        assert_eq!(applied.body, AppliedBody::LeaseRevoked);
+        assert_eq!(applied.revision, 4);
+        assert_eq!(
+            event_summary(&applied.events),
+            [(1, "m".into(), 4), (1, "z".into(), 4)]
+        );
+        assert_eq!(value(applied.events[1].prev_kv.as_ref().unwrap()), "1");
+        assert!(h.store.lease(1).is_none());
+        assert_eq!(keys(&h.all_at(0).unwrap().kvs), ["other"]);
+        assert_eq!(
+            h.reopen().leases().len(),
+            1,
+            "the lease is gone from the engine too"
+        );
+
+        let applied = h.apply(Command::LeaseRevoke { id: 1 });
+        assert_eq!(rejection(&applied), Some(&MvccError::LeaseNotFound));
+        grant(&mut h, 3);
+        let applied = h.apply(Command::LeaseRevoke { id: 3 });
+        assert_eq!(
+            applied.revision, 4,
+            "revoking a lease without keys does not bump"
+        );
+    }
+
+    #[test]
+    fn attachments_are_rebuilt_on_reopen() {
+        let mut h = Harness::new();
+        grant(&mut h, 1);
+        grant(&mut h, 2);
+        h.txn(txn(
+            vec![],
+            vec![put_lease_op("a", "", 1), put_lease_op("b", "", 1)],
+            vec![],
+        ));
+        h.txn(txn(vec![], vec![put_lease_op("b", "", 2)], vec![]));
+        h.txn(txn(vec![], vec![put_lease_op("c", "", 2)], vec![]));
+        h.delete("c", "");
+        let store = h.reopen();
+        assert_eq!(store.leases(), h.store.leases());
+        assert_eq!(store.lease(1).unwrap().keys, vec![b"a".to_vec()]);
+        assert_eq!(store.lease(2).unwrap().keys, vec![b"b".to_vec()]);
+    }
+}

@@ -684,3 +684,487 @@ impl<'s> TxnWrite<'s> {
         self.batch.ops.truncate(self.batch_len);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use etcd_client::proto::{
+        PbDeleteRequest, PbPutRequest, PbTargetUnion, PbTxnOpRequest, PbTxnOpResponse, PbTxnRequest,
+    };
+
+    use super::super::testkit::*;
+    use super::super::{Command, MvccError};
+    use super::{compare_result as r, compare_target as t, validate_txn};
+
+    fn put_with(f: impl FnOnce(&mut PbPutRequest)) -> etcd_client::proto::PbTxnRequestOp {
+        let mut p = PbPutRequest {
+            key: b"k".to_vec(),
+            ..Default::default()
+        };
+        f(&mut p);
+        op(PbTxnOpRequest::RequestPut(p))
+    }
+
+    #[test]
+    fn validate_txn_refuses_bad_shapes_like_etcd() {
+        let ok = |req: PbTxnRequest| validate_txn(&req, 128);
+        let two_puts = txn(vec![], vec![put_op("a", "1"), put_op("b", "1")], vec![]);
+        assert_eq!(validate_txn(&two_puts, 1), Err(MvccError::TooManyOps));
+        assert_eq!(validate_txn(&two_puts, 2), Ok(()));
+        let nested = txn(
+            vec![],
+            vec![put_op("x", ""), txn_op(two_puts.clone())],
+            vec![],
+        );
+        assert_eq!(
+            validate_txn(&nested, 3),
+            Err(MvccError::TooManyOps),
+            "nested gets 3 - 2"
+        );
+        assert_eq!(validate_txn(&nested, 4), Ok(()));
+
+        let cmp = compare("", "", t::VERSION, r::EQUAL, PbTargetUnion::Version(0));
+        assert_eq!(ok(txn(vec![cmp], vec![], vec![])), Err(MvccError::EmptyKey));
+        assert_eq!(
+            ok(txn(vec![], vec![put_op("", "v")], vec![])),
+            Err(MvccError::EmptyKey)
+        );
+        assert_eq!(
+            ok(txn(vec![], vec![], vec![delete_op("", "")])),
+            Err(MvccError::EmptyKey)
+        );
+        assert_eq!(
+            ok(txn(vec![], vec![range_op("", "")], vec![])),
+            Err(MvccError::EmptyKey)
+        );
+        let ignore_value = put_with(|p| (p.ignore_value, p.value) = (true, b"v".to_vec()));
+        assert_eq!(
+            ok(txn(vec![], vec![ignore_value], vec![])),
+            Err(MvccError::ValueProvided)
+        );
+        let ignore_lease = put_with(|p| (p.ignore_lease, p.lease) = (true, 5));
+        assert_eq!(
+            ok(txn(vec![], vec![ignore_lease], vec![])),
+            Err(MvccError::LeaseProvided)
+        );
+        let empty = etcd_client::proto::PbTxnRequestOp { request: None };
+        assert_eq!(
+            ok(txn(vec![], vec![empty], vec![])),
+            Err(MvccError::KeyNotFound)
+        );
+    }
+
+    #[test]
+    fn validate_txn_refuses_a_key_changed_twice_in_one_branch() {
+        let dup = |success| validate_txn(&txn(vec![], success, vec![]), 128);
+        assert_eq!(
+            dup(vec![put_op("a", "1"), put_op("a", "2")]),
+            Err(MvccError::DuplicateKey)
+        );
+        assert_eq!(
+            dup(vec![put_op("a", "1"), delete_op("a", "")]),
+            Err(MvccError::DuplicateKey)
+        );
+        assert_eq!(
+            dup(vec![delete_op("a", "c"), put_op("b", "1")]),
+            Err(MvccError::DuplicateKey)
+        );
+        assert_eq!(
+            dup(vec![delete_op("a", "c"), put_op("c", "1")]),
+            Ok(()),
+            "range end excluded"
+        );
+        assert_eq!(
+            dup(vec![delete_op("a", ""), delete_op("a", "")]),
+            Ok(()),
+            "deletes may overlap"
+        );
+        // etcd 3.4 compares the "\0" range end literally: no conflict.
+        assert_eq!(dup(vec![delete_op("a", "\0"), put_op("b", "1")]), Ok(()));
+
+        let nested_put = txn_op(txn(vec![], vec![put_op("a", "1")], vec![]));
+        assert_eq!(
+            dup(vec![nested_put.clone(), put_op("a", "2")]),
+            Err(MvccError::DuplicateKey)
+        );
+        assert_eq!(
+            dup(vec![delete_op("a", ""), nested_put]),
+            Err(MvccError::DuplicateKey)
+        );
+        let both_branches = txn_op(txn(vec![], vec![put_op("a", "1")], vec![put_op("a", "2")]));
+        assert_eq!(
+            dup(vec![both_branches.clone()]),
+            Ok(()),
+            "only one branch runs"
+        );
+        assert_eq!(
+            dup(vec![both_branches, put_op("a", "3")]),
+            Err(MvccError::DuplicateKey)
+        );
+        // Success and failure are separate branches.
+        let req = txn(vec![], vec![put_op("a", "1")], vec![put_op("a", "2")]);
+        assert_eq!(validate_txn(&req, 128), Ok(()));
+    }
+
+    #[test]
+    fn compares_check_every_target_and_result() {
+        let mut h = Harness::new();
+        h.apply(Command::LeaseGrant { id: 9, ttl: 10 });
+        h.put("a", "m"); // 2
+        h.txn(txn(vec![], vec![put_lease_op("a", "m", 9)], vec![])); // 3: a version 2, lease 9
+        let check = |h: &mut Harness, c| txn_resp(&h.txn(txn(vec![c], vec![], vec![]))).succeeded;
+        use PbTargetUnion as U;
+        let cases = [
+            (t::VALUE, r::EQUAL, U::Value(b"m".to_vec()), true),
+            (t::VALUE, r::GREATER, U::Value(b"a".to_vec()), true),
+            (t::VALUE, r::LESS, U::Value(b"a".to_vec()), false),
+            (t::VALUE, r::NOT_EQUAL, U::Value(b"m".to_vec()), false),
+            (t::VERSION, r::EQUAL, U::Version(2), true),
+            (t::VERSION, r::GREATER, U::Version(1), true),
+            (t::CREATE, r::EQUAL, U::CreateRevision(2), true),
+            (t::CREATE, r::LESS, U::CreateRevision(2), false),
+            (t::MOD, r::EQUAL, U::ModRevision(3), true),
+            (t::MOD, r::LESS, U::ModRevision(4), true),
+            (t::LEASE, r::EQUAL, U::Lease(9), true),
+            (t::LEASE, r::NOT_EQUAL, U::Lease(0), true),
+            // A union that does not match the target compares against zero.
+            (t::MOD, r::GREATER, U::Version(100), true),
+        ];
+        for (target, result, union, want) in cases {
+            let c = compare("a", "", target, result, union.clone());
+            assert_eq!(check(&mut h, c), want, "{target} {result} {union:?}");
+        }
+    }
+
+    #[test]
+    fn compares_on_a_missing_key_use_zero_and_value_fails() {
+        let mut h = Harness::new();
+        let check = |h: &mut Harness, c| txn_resp(&h.txn(txn(vec![c], vec![], vec![]))).succeeded;
+        use PbTargetUnion as U;
+        assert!(check(
+            &mut h,
+            compare("x", "", t::CREATE, r::EQUAL, U::CreateRevision(0))
+        ));
+        assert!(check(
+            &mut h,
+            compare("x", "", t::VERSION, r::EQUAL, U::Version(0))
+        ));
+        assert!(check(
+            &mut h,
+            compare("x", "", t::LEASE, r::EQUAL, U::Lease(0))
+        ));
+        assert!(!check(
+            &mut h,
+            compare("x", "", t::VALUE, r::EQUAL, U::Value(vec![]))
+        ));
+        assert!(!check(
+            &mut h,
+            compare("x", "", t::VALUE, r::NOT_EQUAL, U::Value(b"v".to_vec()))
+        ));
+    }
+
+    #[test]
+    fn range_compares_need_every_key_to_match() {
+        let mut h = Harness::new();
+        h.put("p/a", "1");
+        h.put("p/b", "1");
+        h.put("q", "2");
+        let check = |h: &mut Harness, c| txn_resp(&h.txn(txn(vec![c], vec![], vec![]))).succeeded;
+        let v = |s: &str| PbTargetUnion::Value(s.as_bytes().to_vec());
+        assert!(check(
+            &mut h,
+            compare("p/", "p0", t::VALUE, r::EQUAL, v("1"))
+        ));
+        assert!(
+            !check(&mut h, compare("p/", "\0", t::VALUE, r::EQUAL, v("1"))),
+            "q differs"
+        );
+        let old = PbTargetUnion::ModRevision(4);
+        assert!(check(&mut h, compare("p/", "p0", t::MOD, r::LESS, old)));
+        assert!(
+            !check(&mut h, compare("r", "\0", t::VALUE, r::EQUAL, v(""))),
+            "no key: fails"
+        );
+    }
+
+    #[test]
+    fn failed_compare_runs_the_failure_branch() {
+        let mut h = Harness::new();
+        h.put("a", "1");
+        let cmp = compare(
+            "a",
+            "",
+            t::VALUE,
+            r::EQUAL,
+            PbTargetUnion::Value(b"2".to_vec()),
+        );
+        let applied = h.txn(txn(
+            vec![cmp.clone()],
+            vec![put_op("s", "1")],
+            vec![put_op("f", "1")],
+        ));
+        assert!(!txn_resp(&applied).succeeded);
+        assert_eq!(applied.revision, 3);
+        assert!(h.get("f").is_some() && h.get("s").is_none());
+        let applied = h.txn(txn(vec![cmp], vec![put_op("s", "1")], vec![]));
+        assert!(!txn_resp(&applied).succeeded);
+        assert_eq!(
+            applied.revision, 3,
+            "a failed compare with no failure ops changes nothing"
+        );
+        assert!(applied.events.is_empty());
+    }
+
+    #[test]
+    fn reads_in_a_txn_see_its_own_earlier_writes() {
+        let mut h = Harness::new();
+        h.put("a", "old"); // 2
+        let applied = h.txn(txn(
+            vec![],
+            vec![
+                range_op("a", ""),
+                put_op("a", "new"),
+                range_op("a", ""),
+                // A "\0" range end does not count as covering "a" (etcd 3.4's check).
+                delete_op("a", "\0"),
+            ],
+            vec![],
+        ));
+        let resp = txn_resp(&applied);
+        let before = range_resp(resp, 0);
+        assert_eq!(value(&before.kvs[0]), "old");
+        assert_eq!(before.header.as_ref().unwrap().revision, 2);
+        let after = range_resp(resp, 2);
+        assert_eq!(value(&after.kvs[0]), "new");
+        assert_eq!(after.kvs[0].mod_revision, 3);
+        assert_eq!(
+            after.header.as_ref().unwrap().revision,
+            3,
+            "read at rev + 1 once it wrote"
+        );
+        let Some(PbTxnOpResponse::ResponseDeleteRange(d)) = &resp.responses[3].response else {
+            panic!("delete response")
+        };
+        assert_eq!(d.deleted, 1);
+        assert_eq!(
+            value(&d.prev_kvs[0]),
+            "new",
+            "the delete saw the put of the same txn"
+        );
+        assert_eq!(applied.revision, 3);
+        assert!(h.get("a").is_none());
+        assert_eq!(h.store.range(&range_req("a", "", 2)).unwrap().kvs.len(), 1);
+    }
+
+    #[test]
+    fn writes_of_one_txn_share_a_revision_with_ordered_sub_revisions() {
+        let mut h = Harness::new();
+        h.put("z", "1"); // 2
+        let applied = h.txn(txn(
+            vec![],
+            vec![put_op("b", "1"), delete_op("z", ""), put_op("a", "1")],
+            vec![],
+        ));
+        assert_eq!(applied.revision, 3);
+        assert_eq!(
+            event_summary(&applied.events),
+            [(0, "b".into(), 3), (1, "z".into(), 3), (0, "a".into(), 3)]
+        );
+        let history = h.store.history(b"\0", b"\0", 3, 3, false, 0).unwrap();
+        assert_eq!(event_summary(&history), event_summary(&applied.events));
+        let resp = txn_resp(&applied);
+        let Some(PbTxnOpResponse::ResponsePut(p)) = &resp.responses[0].response else {
+            panic!("put response")
+        };
+        assert_eq!(p.header.as_ref().unwrap().revision, 3);
+        assert!(resp.header.is_none(), "the server fills the top header");
+    }
+
+    #[test]
+    fn nested_txn_compares_see_the_state_before_the_txn() {
+        let mut h = Harness::new();
+        let absent = compare("a", "", t::VERSION, r::EQUAL, PbTargetUnion::Version(0));
+        let nested = txn(
+            vec![absent],
+            vec![put_op("then", "1")],
+            vec![put_op("else", "1")],
+        );
+        let applied = h.txn(txn(vec![], vec![put_op("a", "1"), txn_op(nested)], vec![]));
+        assert!(
+            h.get("then").is_some(),
+            "the nested compare did not see the outer put"
+        );
+        assert!(h.get("else").is_none());
+        let resp = txn_resp(&applied);
+        let Some(PbTxnOpResponse::ResponseTxn(n)) = &resp.responses[1].response else {
+            panic!("nested txn response")
+        };
+        assert!(n.succeeded);
+        assert_eq!(
+            n.header,
+            Some(Default::default()),
+            "etcd leaves nested headers empty"
+        );
+        assert_eq!(applied.revision, 2);
+        assert_eq!(applied.events.len(), 2);
+    }
+
+    #[test]
+    fn deeply_nested_txns_follow_their_own_paths() {
+        let mut h = Harness::new();
+        h.put("x", "1");
+        let is_x = |v: &str| compare("x", "", t::VALUE, r::EQUAL, PbTargetUnion::Value(v.into()));
+        let inner_a = txn(
+            vec![is_x("1")],
+            vec![put_op("a1", "")],
+            vec![put_op("a2", "")],
+        );
+        let inner_b = txn(
+            vec![is_x("2")],
+            vec![put_op("b1", "")],
+            vec![put_op("b2", "")],
+        );
+        let outer = txn(vec![], vec![txn_op(inner_a)], vec![]);
+        let req = txn(
+            vec![is_x("1")],
+            vec![txn_op(outer), txn_op(inner_b)],
+            vec![],
+        );
+        h.txn(req);
+        let present: Vec<_> = ["a1", "a2", "b1", "b2"]
+            .into_iter()
+            .filter(|k| h.get(k).is_some())
+            .collect();
+        assert_eq!(present, ["a1", "b2"]);
+    }
+
+    #[test]
+    fn a_refused_op_rejects_the_whole_txn_with_nothing_changed() {
+        let mut h = Harness::new();
+        h.put("a", "1");
+        let before = h.store.revision();
+        let applied = h.txn(txn(
+            vec![],
+            vec![put_op("b", "1"), put_lease_op("c", "1", 42)],
+            vec![],
+        ));
+        assert_eq!(rejection(&applied), Some(&MvccError::LeaseNotFound));
+        assert_eq!(applied.revision, before);
+        assert!(applied.events.is_empty());
+        assert!(h.get("b").is_none());
+        let ignore = put_with(|p| (p.key, p.ignore_value) = (b"nope".to_vec(), true));
+        let applied = h.txn(txn(vec![], vec![put_op("b", "1"), ignore], vec![]));
+        assert_eq!(rejection(&applied), Some(&MvccError::KeyNotFound));
+        let applied = h.txn(txn(vec![], vec![put_op("", "1")], vec![]));
+        assert_eq!(
+            rejection(&applied),
+            Some(&MvccError::EmptyKey),
+            "apply re-checks the shape"
+        );
+        let mut future = range_req("a", "", 99);
+        future.limit = 1;
+        let applied = h.txn(txn(
+            vec![],
+            vec![put_op("b", "1"), op(PbTxnOpRequest::RequestRange(future))],
+            vec![],
+        ));
+        assert_eq!(rejection(&applied), Some(&MvccError::FutureRevision));
+        assert_eq!(h.store.revision(), before);
+        assert_eq!(h.stored_revisions(), 1);
+    }
+
+    #[test]
+    fn an_op_refused_mid_txn_is_undone() {
+        // Passes etcd's checks (the "\0" range end is not seen as covering
+        // "a", and "a" exists before the txn) but fails once "a" is deleted.
+        let mut h = Harness::new();
+        h.apply(Command::LeaseGrant { id: 1, ttl: 10 });
+        h.txn(txn(vec![], vec![put_lease_op("a", "1", 1)], vec![]));
+        let index_before = h.store.index.clone();
+        let leases_before = h.store.leases();
+        let ignore = put_with(|p| (p.key, p.ignore_value) = (b"a".to_vec(), true));
+        let req = txn(
+            vec![],
+            vec![put_op("0", "x"), delete_op("\x01", "\0"), ignore],
+            vec![],
+        );
+        let applied = h.txn(req);
+        assert_eq!(rejection(&applied), Some(&MvccError::KeyNotFound));
+        assert_eq!(h.store.index, index_before);
+        assert_eq!(h.store.leases(), leases_before);
+        assert_eq!(h.store.revision(), 2);
+    }
+
+    #[test]
+    fn put_ignore_value_and_ignore_lease_keep_the_current_ones() {
+        let mut h = Harness::new();
+        h.apply(Command::LeaseGrant { id: 5, ttl: 10 });
+        h.txn(txn(vec![], vec![put_lease_op("k", "v", 5)], vec![]));
+        h.put_req(PbPutRequest {
+            key: b"k".to_vec(),
+            ignore_value: true,
+            lease: 0,
+            ..Default::default()
+        });
+        let kv = h.get("k").unwrap();
+        assert_eq!((value(&kv), kv.lease, kv.version), ("v".into(), 0, 2));
+        h.txn(txn(vec![], vec![put_lease_op("k", "v", 5)], vec![]));
+        h.put_req(PbPutRequest {
+            key: b"k".to_vec(),
+            value: b"w".to_vec(),
+            ignore_lease: true,
+            ..Default::default()
+        });
+        let kv = h.get("k").unwrap();
+        assert_eq!((value(&kv), kv.lease), ("w".into(), 5));
+        let applied = h.put_req(PbPutRequest {
+            key: b"k".to_vec(),
+            value: b"x".to_vec(),
+            prev_kv: true,
+            ..Default::default()
+        });
+        let Some(PbTxnOpResponse::ResponsePut(p)) = &txn_resp(&applied).responses[0].response
+        else {
+            panic!("put response")
+        };
+        assert_eq!(value(p.prev_kv.as_ref().unwrap()), "w");
+        let applied = h.put_req(PbPutRequest {
+            key: b"absent".to_vec(),
+            ignore_lease: true,
+            ..Default::default()
+        });
+        assert_eq!(rejection(&applied), Some(&MvccError::KeyNotFound));
+    }
+
+    #[test]
+    fn delete_range_counts_and_returns_prev_kvs() {
+        let mut h = Harness::new();
+        for k in ["a", "b", "c", "d"] {
+            h.put(k, k);
+        }
+        let req = PbDeleteRequest {
+            key: b"b".to_vec(),
+            range_end: b"d".to_vec(),
+            prev_kv: false,
+        };
+        let applied = h.txn(txn(
+            vec![],
+            vec![op(PbTxnOpRequest::RequestDeleteRange(req))],
+            vec![],
+        ));
+        let Some(PbTxnOpResponse::ResponseDeleteRange(d)) =
+            &txn_resp(&applied).responses[0].response
+        else {
+            panic!("delete response")
+        };
+        assert_eq!(d.deleted, 2);
+        assert!(d.prev_kvs.is_empty(), "prev_kvs only when asked");
+        assert_eq!(d.header.as_ref().unwrap().revision, 6);
+        assert_eq!(keys(&h.all_at(0).unwrap().kvs), ["a", "d"]);
+        let applied = h.delete("a", "\0");
+        assert_eq!(
+            event_summary(&applied.events),
+            [(1, "a".into(), 7), (1, "d".into(), 7)]
+        );
+        assert_eq!(h.all_at(0).unwrap().count, 0);
+    }
+}
