@@ -9,9 +9,16 @@ use super::MvccError;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Command {
     Txn(#[serde(with = "prost_bytes")] PbTxnRequest),
-    Compact { revision: i64 },
-    LeaseGrant { id: i64, ttl: i64 },
-    LeaseRevoke { id: i64 },
+    Compact {
+        revision: i64,
+    },
+    LeaseGrant {
+        id: i64,
+        ttl: i64,
+    },
+    LeaseRevoke {
+        id: i64,
+    },
     /// A member announces its name and client URLs (etcd's "publish").
     PublishMember(MemberAttributes),
 }
@@ -42,7 +49,10 @@ pub enum AppliedBody {
     /// Its response header is left empty: the server fills it.
     Txn(#[serde(with = "prost_bytes")] PbTxnResponse),
     Compacted,
-    LeaseGranted { id: i64, ttl: i64 },
+    LeaseGranted {
+        id: i64,
+        ttl: i64,
+    },
     /// `keys` were deleted with the lease.
     LeaseRevoked,
     MemberPublished,

@@ -33,7 +33,13 @@ pub enum MvccError {
     Storage(String),
     /// Stored bytes did not decode; the data directory is damaged.
     #[error("corrupt {what} in storage: {detail}")]
-    Corrupt { what: String, detail: String },
+    Corrupt {
+        /// Not serialized (a `&'static str` cannot be deserialized); like
+        /// `Storage`, this error is local and never replicated.
+        #[serde(skip)]
+        what: &'static str,
+        detail: String,
+    },
 }
 
 impl From<crate::storage::EngineError> for MvccError {

@@ -22,6 +22,8 @@ mod index;
 mod lease;
 mod revision;
 mod store;
+#[cfg(test)]
+mod testkit;
 mod txn;
 
 pub use self::command::{Applied, AppliedBody, Command, MemberAttributes};
