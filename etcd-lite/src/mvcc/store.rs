@@ -9,7 +9,7 @@
 //! that batch (with its own keys, such as the applied log index) atomically, so
 //! the engine always holds the state after a whole number of commands.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use etcd_client::proto::{PbEvent, PbKeyValue, PbRangeRequest, PbRangeResponse};
@@ -17,9 +17,9 @@ use prost::Message;
 
 use super::index::{KeyRange, TreeIndex};
 use super::lease::Lessor;
-use super::revision::Revision;
+use super::revision::{Revision, REV_BYTES_LEN};
 use super::{Applied, AppliedBody, Command, MemberAttributes, MvccError};
-use crate::storage::{Engine, ScanRange, Space, WriteBatch};
+use crate::storage::{Engine, Op, ScanRange, Space, WriteBatch};
 
 /// Meta key of the current store revision (8-byte big-endian).
 pub(super) const CURRENT_REV_KEY: &[u8] = b"mvcc/current_rev";
@@ -103,6 +103,9 @@ pub struct Store {
     pub(super) compact_rev: i64,
     pub(super) lessor: Lessor,
     pub(super) members: BTreeMap<u64, MemberAttributes>,
+    /// Encoded values put by applied commands whose batch the caller has not yet
+    /// written to the engine (see [`Store::mark_written`]), by revision key.
+    unwritten: HashMap<Vec<u8>, Vec<u8>>,
 }
 
 impl Store {
@@ -170,6 +173,7 @@ impl Store {
             compact_rev,
             lessor: Lessor::default(),
             members,
+            unwritten: HashMap::new(),
         };
         store.load_leases()?;
         Ok(store)
@@ -197,7 +201,30 @@ impl Store {
     /// Applies one committed command; see the type's docs for the contract.
     /// Deterministic refusals come back as `Ok` with [`AppliedBody::Rejected`]
     /// and change nothing; `Err` means the engine failed.
+    ///
+    /// The caller may also let batches of several commands accumulate and write
+    /// them at once, as long as it calls [`Store::mark_written`] after writing and
+    /// does not read through [`Store::range`] or [`Store::history`] in between:
+    /// values of earlier commands are then served from memory.
     pub fn apply(&mut self, cmd: &Command, batch: &mut WriteBatch) -> Result<Applied, MvccError> {
+        let first_op = batch.ops.len();
+        let applied = self.apply_command(cmd, batch)?;
+        for op in &batch.ops[first_op..] {
+            if let Op::Put { space: Space::Kv, key, value } = op {
+                if key.len() == REV_BYTES_LEN {
+                    self.unwritten.insert(key.clone(), value.clone());
+                }
+            }
+        }
+        Ok(applied)
+    }
+
+    /// The caller has written every batch `apply` filled so far to the engine.
+    pub fn mark_written(&mut self) {
+        self.unwritten.clear();
+    }
+
+    fn apply_command(&mut self, cmd: &Command, batch: &mut WriteBatch) -> Result<Applied, MvccError> {
         match cmd {
             Command::Txn(req) => self.apply_txn(req, batch),
             Command::Compact { revision } => Ok(self.apply_compact(*revision, batch)),
@@ -251,7 +278,11 @@ impl Store {
                 return Ok(kv.clone());
             }
         }
-        match self.engine.get(Space::Kv, &rev.to_bytes())? {
+        let key = rev.to_bytes();
+        if let Some(bytes) = self.unwritten.get(key.as_slice()) {
+            return decode_kv(bytes);
+        }
+        match self.engine.get(Space::Kv, &key)? {
             Some(bytes) => decode_kv(&bytes),
             None => Err(MvccError::Corrupt {
                 what: "key-value",

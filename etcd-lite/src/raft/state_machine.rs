@@ -5,9 +5,9 @@
 //! API reads through.
 //!
 //! # To ensure correctness
-//! - Each entry's changes and the applied log id go to the engine in one atomic
-//!   batch, so after a crash the store is exactly the state after some applied
-//!   index; openraft re-applies the committed entries after it. Those batches are
+//! - A run of entries' changes and the last applied log id go to the engine in
+//!   one atomic batch, so after a crash the store is exactly the state after some
+//!   applied index; openraft re-applies the committed entries after it. Those batches are
 //!   not flushed on their own: the next durable log write flushes them (the log
 //!   and the store share one engine, and the engine keeps write order).
 //! - Applying and publishing a command's events happen under the store's write
@@ -168,39 +168,48 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let shared = &self.shared;
         let mut store = shared.store.write().expect("store lock poisoned");
         let mut responses = Vec::new();
-        let mut last_index = None;
+        // One engine write for the whole run of entries: the store serves values of
+        // earlier entries from memory until `mark_written`.
+        let mut batch = WriteBatch::new();
+        let mut last = None;
+        let mut membership = None;
         for entry in entries {
             let log_id = *entry.get_log_id();
-            let mut batch = WriteBatch::new();
-            let mut membership = None;
             let applied = match entry.payload {
                 EntryPayload::Normal(cmd) => {
                     store.apply(&cmd, &mut batch).map_err(|e| sm_err(ErrorVerb::Write, e))?
                 }
-                EntryPayload::Blank => Applied { revision: store.revision(), body: AppliedBody::Noop, events: vec![] },
+                EntryPayload::Blank => {
+                    Applied { revision: store.revision(), body: AppliedBody::Noop, events: vec![] }
+                }
                 EntryPayload::Membership(m) => {
                     membership = Some(StoredMembership::new(Some(log_id), m));
                     Applied { revision: store.revision(), body: AppliedBody::Noop, events: vec![] }
                 }
             };
-            batch.put(Space::Meta, APPLIED, encode(&Some(log_id)));
-            if let Some(m) = &membership {
-                batch.put(Space::Meta, MEMBERSHIP, encode(m));
-            }
-            shared.engine.write(batch, Durability::Deferred).map_err(|e| sm_err(ErrorVerb::Write, e))?;
-            {
-                let mut applied_state = shared.applied.write().expect("applied lock");
-                applied_state.0 = Some(log_id);
-                if let Some(m) = membership {
-                    applied_state.1 = m;
-                }
-            }
             if !applied.events.is_empty() {
                 shared.hub.publish(&applied.events);
             }
-            last_index = Some(log_id.index);
+            last = Some(log_id);
             responses.push(applied);
         }
+        let Some(last) = last else {
+            return Ok(responses);
+        };
+        batch.put(Space::Meta, APPLIED, encode(&Some(last)));
+        if let Some(m) = &membership {
+            batch.put(Space::Meta, MEMBERSHIP, encode(m));
+        }
+        shared.engine.write(batch, Durability::Deferred).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        store.mark_written();
+        {
+            let mut applied_state = shared.applied.write().expect("applied lock");
+            applied_state.0 = Some(last);
+            if let Some(m) = membership {
+                applied_state.1 = m;
+            }
+        }
+        let last_index = Some(last.index);
         drop(store);
         if let Some(index) = last_index {
             shared.applied_tx.send_replace(index);
