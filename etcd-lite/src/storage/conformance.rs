@@ -320,6 +320,18 @@ fn big_values_round_trip(f: &Fixture) {
     assert_eq!(get(&*e, Space::RaftLog, &[1]), Some(b"small".to_vec()));
 }
 
+/// Thousands of small `Deferred` batches in a row (a state machine applying a
+/// backlog) must not bloat the store far beyond its data (~1 MiB here).
+fn long_runs_of_deferred_writes_stay_compact(f: &Fixture) {
+    let e = f.open();
+    for i in 0..4000u32 {
+        put(&*e, Space::Kv, &i.to_be_bytes(), &[7; 256]);
+    }
+    e.flush().expect("flush");
+    let size = e.size_bytes();
+    assert!(size < 16 << 20, "{size} bytes on disk for 1 MiB of data");
+}
+
 /// Scans run while a writer keeps rewriting, in one batch, two keys at the
 /// ends of a range wide enough to span many tree nodes: every scan must see
 /// both from the same batch.
@@ -515,6 +527,7 @@ macro_rules! conformance {
             a_later_op_in_a_batch_wins,
             empty_batches_and_flush_are_accepted,
             big_values_round_trip,
+            long_runs_of_deferred_writes_stay_compact,
             scans_never_see_half_a_batch,
             matches_a_btreemap_model,
             $($extra,)*

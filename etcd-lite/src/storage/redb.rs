@@ -5,6 +5,7 @@
 
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use redb::TableDefinition;
 
@@ -29,14 +30,22 @@ type Table<'txn> = redb::Table<'txn, &'static [u8], &'static [u8]>;
 /// last durable commit and loses only the `Deferred` batches after it, a
 /// suffix, as the *ordered* guarantee requires. (`Eventual` keeps that too,
 /// but on Linux it is a full fsync, so it would buy nothing.) redb frees pages
-/// only in durable commits: a long run of `Deferred` writes grows the file
-/// until the next `Immediate` write or [`Engine::flush`].
+/// only in durable commits, so a long run of non-durable commits would grow
+/// the file without bound: every [`MAX_NON_DURABLE_COMMITS`]th `Deferred`
+/// batch in a row is committed durably.
 ///
 /// After a crash, opening the file repairs it, walking the whole database.
 pub struct RedbEngine {
     db: redb::Database,
     path: PathBuf,
+    /// Non-durable commits since the last durable one.
+    non_durable: AtomicUsize,
 }
+
+/// The longest run of non-durable commits. Each copies the B-tree pages it
+/// touches (a few 4 KiB pages) without freeing the old ones, so this bounds
+/// that garbage to about a MiB, for one fsync per run.
+const MAX_NON_DURABLE_COMMITS: usize = 64;
 
 fn table(space: Space) -> TableDefinition<'static, &'static [u8], &'static [u8]> {
     TableDefinition::new(space.name())
@@ -71,7 +80,11 @@ impl RedbEngine {
             .set_cache_size(CACHE_BYTES)
             .create(&path)
             .map_err(|e| open_error(Box::new(e)))?;
-        Ok(Self { db, path })
+        Ok(Self {
+            db,
+            path,
+            non_durable: AtomicUsize::new(0),
+        })
     }
 
     /// Applies `ops` in order inside `txn`, opening each space's table once.
@@ -113,11 +126,17 @@ impl RedbEngine {
 
     fn commit(&self, ops: Vec<Op>, durability: Durability) -> Result<(), EngineError> {
         let mut txn = self.db.begin_write().map_err(write_error)?;
-        txn.set_durability(match durability {
-            Durability::Immediate => redb::Durability::Immediate,
-            Durability::Deferred => redb::Durability::None,
-        });
         Self::apply(&txn, ops)?;
+        // Counted while holding the write transaction, which is exclusive.
+        let durable = durability == Durability::Immediate
+            || self.non_durable.load(Ordering::Relaxed) + 1 >= MAX_NON_DURABLE_COMMITS;
+        if durable {
+            txn.set_durability(redb::Durability::Immediate);
+            self.non_durable.store(0, Ordering::Relaxed);
+        } else {
+            txn.set_durability(redb::Durability::None);
+            self.non_durable.fetch_add(1, Ordering::Relaxed);
+        }
         txn.commit().map_err(write_error)
     }
 
