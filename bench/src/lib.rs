@@ -159,6 +159,20 @@ pub async fn run(args: &Args) -> Result<Vec<SystemReport>> {
     );
     anyhow::ensure!(args.keys > 0, "--keys must be > 0");
     anyhow::ensure!(args.members > 0, "--members must be > 0");
+    // Check every binary first, so a missing one fails before any run.
+    for system in args.systems() {
+        let binary = args.spec(system).binary;
+        anyhow::ensure!(
+            binary.is_file(),
+            "{} binary {} not found{}",
+            system.label(),
+            binary.display(),
+            match system {
+                System::EtcdLite => " (build it: cargo build --release -p etcd-lite)",
+                System::Etcd => " (install Debian's etcd-server)",
+            }
+        );
+    }
     let mut reports = Vec::new();
     for system in args.systems() {
         reports.push(
