@@ -1,0 +1,255 @@
+//! Results: one [`PhaseRow`] per phase and a [`SystemReport`] per system,
+//! printed as an aligned text table ([`render_text`]) or as Markdown for
+//! BENCHMARKS.md ([`render_markdown`]). [`RssSampler`] watches members'
+//! memory during the whole run.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::cluster::{self, Cluster};
+use crate::load::PhaseResult;
+
+/// How often member memory is sampled for the run's maximum.
+const RSS_SAMPLE_INTERVAL: Duration = Duration::from_millis(100);
+
+/// One phase's figures.
+#[derive(Clone, Debug)]
+pub struct PhaseRow {
+    pub phase: String,
+    pub clients: usize,
+    pub ops: u64,
+    pub errors: u64,
+    pub ops_per_sec: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    /// Each member's RSS right after the phase.
+    pub rss_after_kib: Vec<Option<u64>>,
+}
+
+impl PhaseRow {
+    pub fn new(
+        phase: String,
+        clients: usize,
+        result: &PhaseResult,
+        rss_after_kib: Vec<Option<u64>>,
+    ) -> PhaseRow {
+        PhaseRow {
+            phase,
+            clients,
+            ops: result.ops,
+            errors: result.errors,
+            ops_per_sec: result.ops_per_sec(),
+            p50_ms: result.quantile_ms(0.50),
+            p99_ms: result.quantile_ms(0.99),
+            rss_after_kib,
+        }
+    }
+
+    /// One progress line.
+    pub fn summary(&self) -> String {
+        format!(
+            "{}: {} ops, {:.0} ops/s, p50 {:.2} ms, p99 {:.2} ms, RSS {} MiB",
+            self.phase,
+            self.ops,
+            self.ops_per_sec,
+            self.p50_ms,
+            self.p99_ms,
+            mib_list(&self.rss_after_kib)
+        )
+    }
+}
+
+/// Everything measured for one system.
+#[derive(Clone, Debug)]
+pub struct SystemReport {
+    pub system: String,
+    pub phases: Vec<PhaseRow>,
+    /// Each member's highest RSS seen during the phases.
+    pub max_rss_kib: Vec<u64>,
+}
+
+/// Samples members' RSS in the background until [`RssSampler::stop`].
+pub struct RssSampler {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<Vec<u64>>,
+}
+
+impl RssSampler {
+    pub fn start(cluster: &Cluster) -> RssSampler {
+        let pids = cluster.pids();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = Arc::clone(&stop);
+        let task = tokio::spawn(async move {
+            let mut max = vec![0u64; pids.len()];
+            let mut tick = tokio::time::interval(RSS_SAMPLE_INTERVAL);
+            loop {
+                for (i, &pid) in pids.iter().enumerate() {
+                    max[i] = max[i].max(cluster::rss_kib(pid).unwrap_or(0));
+                }
+                if stopped.load(Ordering::Relaxed) {
+                    return max;
+                }
+                tick.tick().await;
+            }
+        });
+        RssSampler { stop, task }
+    }
+
+    /// Takes a last sample and returns each member's maximum in KiB.
+    pub async fn stop(self) -> Vec<u64> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.unwrap_or_default()
+    }
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.0}", kib as f64 / 1024.0)
+}
+
+fn mib_list(kib: &[Option<u64>]) -> String {
+    kib.iter()
+        .map(|k| k.map(mib).unwrap_or_else(|| "-".into()))
+        .collect::<Vec<_>>()
+        .join(" / ")
+}
+
+const HEADERS: [&str; 8] = [
+    "system",
+    "phase",
+    "ops",
+    "ops/s",
+    "p50 ms",
+    "p99 ms",
+    "errors",
+    "RSS after, MiB per member",
+];
+
+fn phase_cells(report: &SystemReport) -> Vec<[String; 8]> {
+    report
+        .phases
+        .iter()
+        .map(|row| {
+            [
+                report.system.clone(),
+                row.phase.clone(),
+                row.ops.to_string(),
+                format!("{:.0}", row.ops_per_sec),
+                format!("{:.2}", row.p50_ms),
+                format!("{:.2}", row.p99_ms),
+                row.errors.to_string(),
+                mib_list(&row.rss_after_kib),
+            ]
+        })
+        .collect()
+}
+
+fn max_rss_cells(report: &SystemReport) -> [String; 2] {
+    let per_member: Vec<Option<u64>> = report.max_rss_kib.iter().map(|&k| Some(k)).collect();
+    [report.system.clone(), mib_list(&per_member)]
+}
+
+/// An aligned plain-text table.
+pub fn render_text(reports: &[SystemReport]) -> String {
+    let rows: Vec<[String; 8]> = reports.iter().flat_map(phase_cells).collect();
+    let mut widths = HEADERS.map(str::len);
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.len());
+        }
+    }
+    let line = |cells: &[String]| {
+        cells
+            .iter()
+            .zip(widths)
+            .enumerate()
+            .map(|(i, (cell, width))| {
+                // Text columns left-aligned, figures right-aligned.
+                if i < 2 {
+                    format!("{cell:<width$}")
+                } else {
+                    format!("{cell:>width$}")
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("  ")
+    };
+    let mut out = line(&HEADERS.map(String::from));
+    out.push('\n');
+    for row in &rows {
+        out.push_str(line(row).trim_end());
+        out.push('\n');
+    }
+    out.push_str("\nmax RSS over the run, MiB per member:\n");
+    for report in reports {
+        let [system, rss] = max_rss_cells(report);
+        out.push_str(&format!("  {system:<10}  {rss}\n"));
+    }
+    out
+}
+
+/// Markdown tables, preceded by the command that produced them.
+pub fn render_markdown(reports: &[SystemReport], command: &str) -> String {
+    let mut out = format!("Command: `{command}`\n\n");
+    out.push_str(&format!("| {} |\n", HEADERS.join(" | ")));
+    out.push_str(&format!(
+        "|{}\n",
+        ["---|", "---|", "--:|", "--:|", "--:|", "--:|", "--:|", "--:|"].concat()
+    ));
+    for row in reports.iter().flat_map(phase_cells) {
+        out.push_str(&format!("| {} |\n", row.join(" | ")));
+    }
+    out.push_str("\n| system | max RSS over the run, MiB per member |\n|---|--:|\n");
+    for report in reports {
+        out.push_str(&format!("| {} |\n", max_rss_cells(report).join(" | ")));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> SystemReport {
+        let row = |phase: &str, ops_per_sec| PhaseRow {
+            phase: phase.into(),
+            clients: 1,
+            ops: 100,
+            errors: 0,
+            ops_per_sec,
+            p50_ms: 1.234,
+            p99_ms: 9.876,
+            rss_after_kib: vec![Some(10 * 1024), None, Some(30 * 1024)],
+        };
+        SystemReport {
+            system: "etcd 3.4".into(),
+            phases: vec![row("put, 1 client", 588.4), row("get, 64 clients", 6436.0)],
+            max_rss_kib: vec![12 * 1024, 20 * 1024, 31 * 1024],
+        }
+    }
+
+    #[test]
+    fn markdown_has_one_row_per_phase_and_the_command() {
+        let markdown = render_markdown(&[sample()], "cargo run -p etcd-bench");
+        assert!(markdown.starts_with("Command: `cargo run -p etcd-bench`\n"));
+        assert!(markdown.contains(
+            "| etcd 3.4 | put, 1 client | 100 | 588 | 1.23 | 9.88 | 0 | 10 / - / 30 |\n"
+        ));
+        assert!(markdown.contains("| etcd 3.4 | get, 64 clients | 100 | 6436 |"));
+        assert!(markdown.contains("| etcd 3.4 | 12 / 20 / 31 |\n"));
+    }
+
+    #[test]
+    fn text_table_aligns_columns() {
+        let text = render_text(&[sample()]);
+        let lines: Vec<&str> = text.lines().take(3).collect();
+        assert!(lines[0].starts_with("system    phase"));
+        assert!(lines[1].contains("put, 1 client  "));
+        assert_eq!(lines[1].len(), lines[2].len(), "{text}");
+    }
+
+    #[test]
+    fn rss_of_this_process_is_readable() {
+        assert!(cluster::rss_kib(std::process::id()).is_some_and(|kib| kib > 0));
+    }
+}
