@@ -28,6 +28,8 @@ use crate::watch::WatchHub;
 const LEASE_TICK: Duration = Duration::from_millis(500);
 /// How often watchers that fell behind are caught up from history.
 const WATCH_CATCH_UP_TICK: Duration = Duration::from_millis(10);
+/// How long a stopping member waits for in-flight client requests.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 /// How often the revision-mode compactor runs (etcd: every 5 minutes).
 const REVISION_COMPACTION_TICK: Duration = Duration::from_secs(300);
 
@@ -178,10 +180,19 @@ impl Member {
         &self.server.node
     }
 
-    /// Stops serving, stops Raft and makes everything durable.
+    /// Stops serving, stops Raft and makes everything durable. Clients get
+    /// [`SHUTDOWN_GRACE`] to finish their requests; long-lived streams (watches,
+    /// keep-alives) are then cut, as etcd does when it stops.
     pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
-        while self.tasks.join_next().await.is_some() {}
+        let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+            while self.tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            self.tasks.abort_all();
+            while self.tasks.join_next().await.is_some() {}
+        }
         if let Err(e) = self.server.node.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");
         }

@@ -30,6 +30,10 @@ async fn bind_free() -> (TcpListener, SocketAddr) {
 
 impl TestCluster {
     async fn start(n: usize, extra: &[&str]) -> TestCluster {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
         let dir = tempfile::tempdir().unwrap();
         let mut listeners = Vec::new();
         let mut peers = Vec::new();
@@ -177,7 +181,9 @@ async fn leader_failover_keeps_every_acknowledged_write_and_watch_order() {
             acked.insert(key);
         }
         if acked.len() == 50 && c.members[leader].is_some() {
+            tracing::info!("test: stopping the leader");
             c.stop(leader).await;
+            tracing::info!("test: leader stopped");
         }
         assert!(attempts < 2000, "writes kept failing after the leader stopped");
     }
