@@ -97,11 +97,19 @@ pub enum AutoCompaction {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
     #[error("invalid value {value:?} for --{flag}: {reason}")]
-    Invalid { flag: &'static str, value: String, reason: String },
+    Invalid {
+        flag: &'static str,
+        value: String,
+        reason: String,
+    },
 }
 
 fn invalid(flag: &'static str, value: &str, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid { flag, value: value.to_string(), reason: reason.into() }
+    ConfigError::Invalid {
+        flag,
+        value: value.to_string(),
+        reason: reason.into(),
+    }
 }
 
 /// A validated member configuration.
@@ -129,8 +137,12 @@ pub struct MemberConfig {
 
 /// Splits a comma-separated URL list, checking each is `http://host:port`.
 fn url_list(flag: &'static str, value: &str) -> Result<Vec<String>, ConfigError> {
-    let urls: Vec<String> =
-        value.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect();
+    let urls: Vec<String> = value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect();
     if urls.is_empty() {
         return Err(invalid(flag, value, "expected at least one URL"));
     }
@@ -143,7 +155,11 @@ fn url_list(flag: &'static str, value: &str) -> Result<Vec<String>, ConfigError>
 /// The `host:port` of an `http://host:port` URL.
 fn host_port<'a>(flag: &'static str, url: &'a str) -> Result<&'a str, ConfigError> {
     if url.starts_with("https://") || url.starts_with("unixs://") {
-        return Err(invalid(flag, url, "TLS URLs are not supported; use http://"));
+        return Err(invalid(
+            flag,
+            url,
+            "TLS URLs are not supported; use http://",
+        ));
     }
     let rest = url
         .strip_prefix("http://")
@@ -155,7 +171,11 @@ fn host_port<'a>(flag: &'static str, url: &'a str) -> Result<&'a str, ConfigErro
     let port = hostport.rsplit_once(':').map(|(_, p)| p);
     match port.map(str::parse::<u16>) {
         Some(Ok(_)) => Ok(hostport),
-        _ => Err(invalid(flag, url, "URL must have a port (http://host:port)")),
+        _ => Err(invalid(
+            flag,
+            url,
+            "URL must have a port (http://host:port)",
+        )),
     }
 }
 
@@ -168,9 +188,13 @@ fn listen_addrs(flag: &'static str, value: &str) -> Result<Vec<SocketAddr>, Conf
             Some(port) => format!("127.0.0.1:{port}"),
             None => hostport.to_string(),
         };
-        let addr = hostport
-            .parse::<SocketAddr>()
-            .map_err(|_| invalid(flag, &url, "listen URLs must name an IP address or localhost"))?;
+        let addr = hostport.parse::<SocketAddr>().map_err(|_| {
+            invalid(
+                flag,
+                &url,
+                "listen URLs must name an IP address or localhost",
+            )
+        })?;
         addrs.push(addr);
     }
     Ok(addrs)
@@ -178,11 +202,21 @@ fn listen_addrs(flag: &'static str, value: &str) -> Result<Vec<SocketAddr>, Conf
 
 /// Parses `1h`, `30m`, `90s` or a bare number of hours (etcd's periodic retention).
 fn retention_duration(value: &str) -> Result<Duration, ConfigError> {
-    let bad = || invalid("auto-compaction-retention", value, "expected hours (e.g. 1) or a duration like 30m, 1h");
+    let bad = || {
+        invalid(
+            "auto-compaction-retention",
+            value,
+            "expected hours (e.g. 1) or a duration like 30m, 1h",
+        )
+    };
     if let Ok(hours) = value.parse::<u64>() {
         return Ok(Duration::from_secs(hours * 3600));
     }
-    let (num, unit) = value.split_at(value.find(|c: char| c.is_ascii_alphabetic()).ok_or_else(bad)?);
+    let (num, unit) = value.split_at(
+        value
+            .find(|c: char| c.is_ascii_alphabetic())
+            .ok_or_else(bad)?,
+    );
     let num: f64 = num.parse().map_err(|_| bad())?;
     let secs = match unit {
         "h" => num * 3600.0,
@@ -201,18 +235,32 @@ impl Config {
         if self.name.is_empty() {
             return Err(invalid("name", &self.name, "must not be empty"));
         }
-        let advertise_peer_urls = url_list("initial-advertise-peer-urls", &self.initial_advertise_peer_urls)?;
+        let advertise_peer_urls = url_list(
+            "initial-advertise-peer-urls",
+            &self.initial_advertise_peer_urls,
+        )?;
         let initial_cluster_text = self
             .initial_cluster
             .clone()
             .unwrap_or_else(|| format!("{}={}", self.name, advertise_peer_urls.join(",")));
         let mut initial_cluster: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for item in initial_cluster_text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-            let (name, url) = item
-                .split_once('=')
-                .ok_or_else(|| invalid("initial-cluster", &initial_cluster_text, format!("{item:?} is not name=url")))?;
+        for item in initial_cluster_text
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
+            let (name, url) = item.split_once('=').ok_or_else(|| {
+                invalid(
+                    "initial-cluster",
+                    &initial_cluster_text,
+                    format!("{item:?} is not name=url"),
+                )
+            })?;
             host_port("initial-cluster", url)?;
-            initial_cluster.entry(name.to_string()).or_default().push(url.to_string());
+            initial_cluster
+                .entry(name.to_string())
+                .or_default()
+                .push(url.to_string());
         }
         match initial_cluster.get(&self.name) {
             None => {
@@ -243,7 +291,10 @@ impl Config {
             return Err(invalid(
                 "election-timeout",
                 &self.election_timeout.to_string(),
-                format!("must be at least 5 times --heartbeat-interval ({})", self.heartbeat_interval),
+                format!(
+                    "must be at least 5 times --heartbeat-interval ({})",
+                    self.heartbeat_interval
+                ),
             ));
         }
         if self.max_request_bytes == 0 {
@@ -259,13 +310,26 @@ impl Config {
         let auto_compaction = match self.auto_compaction_mode {
             _ if retention == "0" => AutoCompaction::Off,
             CompactionMode::Periodic => AutoCompaction::Periodic(retention_duration(retention)?),
-            CompactionMode::Revision => AutoCompaction::Revision(retention.parse::<i64>().ok().filter(|r| *r > 0).ok_or_else(
-                || invalid("auto-compaction-retention", retention, "expected a positive number of revisions"),
-            )?),
+            CompactionMode::Revision => AutoCompaction::Revision(
+                retention
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|r| *r > 0)
+                    .ok_or_else(|| {
+                        invalid(
+                            "auto-compaction-retention",
+                            retention,
+                            "expected a positive number of revisions",
+                        )
+                    })?,
+            ),
         };
         Ok(MemberConfig {
             name: self.name.clone(),
-            data_dir: self.data_dir.clone().unwrap_or_else(|| PathBuf::from(format!("{}.etcd", self.name))),
+            data_dir: self
+                .data_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(format!("{}.etcd", self.name))),
             listen_client_urls: listen_addrs("listen-client-urls", &self.listen_client_urls)?,
             advertise_client_urls: url_list("advertise-client-urls", &self.advertise_client_urls)?,
             listen_peer_urls: listen_addrs("listen-peer-urls", &self.listen_peer_urls)?,
@@ -348,8 +412,14 @@ mod tests {
         assert_eq!(cfg.data_dir, PathBuf::from("default.etcd"));
         assert_eq!(cfg.max_request_bytes, 1_572_864);
         assert_eq!(cfg.max_txn_ops, 128);
-        assert_eq!(cfg.listen_client_urls, vec!["127.0.0.1:2379".parse::<SocketAddr>().unwrap()]);
-        assert_eq!(cfg.initial_cluster["default"], vec!["http://localhost:2380".to_string()]);
+        assert_eq!(
+            cfg.listen_client_urls,
+            vec!["127.0.0.1:2379".parse::<SocketAddr>().unwrap()]
+        );
+        assert_eq!(
+            cfg.initial_cluster["default"],
+            vec!["http://localhost:2380".to_string()]
+        );
     }
 
     #[test]
@@ -357,7 +427,10 @@ mod tests {
         let err = parse(&["--listen-client-urls", "127.0.0.1:2379"]).unwrap_err();
         assert!(err.contains("--listen-client-urls"), "{err}");
         let err = parse(&["--initial-cluster", "a=http://127.0.0.1:1"]).unwrap_err();
-        assert!(err.contains("--initial-cluster") && err.contains("default"), "{err}");
+        assert!(
+            err.contains("--initial-cluster") && err.contains("default"),
+            "{err}"
+        );
         let err = parse(&["--max-request-bytes", "lots"]).unwrap_err();
         assert!(err.contains("--max-request-bytes"), "{err}");
         let err = parse(&["--initial-cluster-state", "old"]).unwrap_err();
@@ -373,19 +446,52 @@ mod tests {
     #[test]
     fn auto_compaction_forms() {
         let c = parse(&["--auto-compaction-retention", "1h"]).unwrap();
-        assert_eq!(c.auto_compaction, AutoCompaction::Periodic(Duration::from_secs(3600)));
+        assert_eq!(
+            c.auto_compaction,
+            AutoCompaction::Periodic(Duration::from_secs(3600))
+        );
         let c = parse(&["--auto-compaction-retention", "2"]).unwrap();
-        assert_eq!(c.auto_compaction, AutoCompaction::Periodic(Duration::from_secs(7200)));
-        let c = parse(&["--auto-compaction-mode", "revision", "--auto-compaction-retention", "1000"]).unwrap();
+        assert_eq!(
+            c.auto_compaction,
+            AutoCompaction::Periodic(Duration::from_secs(7200))
+        );
+        let c = parse(&[
+            "--auto-compaction-mode",
+            "revision",
+            "--auto-compaction-retention",
+            "1000",
+        ])
+        .unwrap();
         assert_eq!(c.auto_compaction, AutoCompaction::Revision(1000));
     }
 
     #[test]
     fn member_ids_are_stable_and_order_independent() {
-        let a = member_id(&["http://127.0.0.1:2380".into(), "http://10.0.0.1:2380".into()], "t");
-        let b = member_id(&["http://10.0.0.1:2380".into(), "http://127.0.0.1:2380".into()], "t");
+        let a = member_id(
+            &[
+                "http://127.0.0.1:2380".into(),
+                "http://10.0.0.1:2380".into(),
+            ],
+            "t",
+        );
+        let b = member_id(
+            &[
+                "http://10.0.0.1:2380".into(),
+                "http://127.0.0.1:2380".into(),
+            ],
+            "t",
+        );
         assert_eq!(a, b);
         assert_ne!(a, member_id(&["http://127.0.0.1:2380".into()], "t"));
-        assert_ne!(a, member_id(&["http://127.0.0.1:2380".into(), "http://10.0.0.1:2380".into()], "u"));
+        assert_ne!(
+            a,
+            member_id(
+                &[
+                    "http://127.0.0.1:2380".into(),
+                    "http://10.0.0.1:2380".into()
+                ],
+                "u"
+            )
+        );
     }
 }

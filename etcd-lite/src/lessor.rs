@@ -62,7 +62,10 @@ impl Lessor {
         s.revoking.retain(|id| live.contains(id));
         let mut expired = Vec::new();
         for lease in leases {
-            let at = *s.expiry.entry(lease.id).or_insert_with(|| now + ttl_duration(lease.ttl));
+            let at = *s
+                .expiry
+                .entry(lease.id)
+                .or_insert_with(|| now + ttl_duration(lease.ttl));
             if at <= now && !s.revoking.contains(&lease.id) {
                 expired.push(lease.id);
             }
@@ -107,7 +110,11 @@ mod tests {
     use super::*;
 
     fn lease(id: i64, ttl: i64) -> LeaseInfo {
-        LeaseInfo { id, ttl, keys: vec![] }
+        LeaseInfo {
+            id,
+            ttl,
+            keys: vec![],
+        }
     }
 
     #[test]
@@ -116,12 +123,21 @@ mod tests {
         let leases = [lease(1, 5), lease(2, 10)];
         let t0 = Instant::now();
         assert!(lessor.tick(&leases, Some(1), t0).is_empty());
-        assert!(lessor.tick(&leases, Some(1), t0 + Duration::from_secs(4)).is_empty());
-        assert_eq!(lessor.tick(&leases, Some(1), t0 + Duration::from_secs(5)), vec![1]);
+        assert!(lessor
+            .tick(&leases, Some(1), t0 + Duration::from_secs(4))
+            .is_empty());
+        assert_eq!(
+            lessor.tick(&leases, Some(1), t0 + Duration::from_secs(5)),
+            vec![1]
+        );
         // Proposed once, not again while the revocation is in flight.
-        assert!(lessor.tick(&leases, Some(1), t0 + Duration::from_secs(6)).is_empty());
+        assert!(lessor
+            .tick(&leases, Some(1), t0 + Duration::from_secs(6))
+            .is_empty());
         // A follower never revokes.
-        assert!(lessor.tick(&leases, None, t0 + Duration::from_secs(60)).is_empty());
+        assert!(lessor
+            .tick(&leases, None, t0 + Duration::from_secs(60))
+            .is_empty());
     }
 
     #[test]
@@ -130,12 +146,25 @@ mod tests {
         let leases = [lease(7, 5)];
         let t0 = Instant::now();
         lessor.tick(&leases, Some(1), t0);
-        assert_eq!(lessor.renew(Some(&leases[0]), t0 + Duration::from_secs(4)), 5);
-        assert!(lessor.tick(&leases, Some(1), t0 + Duration::from_secs(8)).is_empty());
-        assert_eq!(lessor.remaining(Some(&leases[0]), t0 + Duration::from_secs(8)), 1);
+        assert_eq!(
+            lessor.renew(Some(&leases[0]), t0 + Duration::from_secs(4)),
+            5
+        );
+        assert!(lessor
+            .tick(&leases, Some(1), t0 + Duration::from_secs(8))
+            .is_empty());
+        assert_eq!(
+            lessor.remaining(Some(&leases[0]), t0 + Duration::from_secs(8)),
+            1
+        );
         // A new term (this member was re-elected) gives every lease its full TTL again.
-        assert!(lessor.tick(&leases, Some(2), t0 + Duration::from_secs(20)).is_empty());
-        assert_eq!(lessor.remaining(Some(&leases[0]), t0 + Duration::from_secs(20)), 5);
+        assert!(lessor
+            .tick(&leases, Some(2), t0 + Duration::from_secs(20))
+            .is_empty());
+        assert_eq!(
+            lessor.remaining(Some(&leases[0]), t0 + Duration::from_secs(20)),
+            5
+        );
         assert_eq!(lessor.renew(None, t0), 0);
         assert_eq!(lessor.remaining(None, t0), -1);
     }

@@ -21,7 +21,11 @@ pub use self::config::{Config, MemberConfig};
 pub use self::member::{Listeners, Member, StartError};
 
 /// Runs a member until `shutdown` resolves, then stops it cleanly.
-pub async fn run(cfg: MemberConfig, listeners: Listeners, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
+pub async fn run(
+    cfg: MemberConfig,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StartError> {
     let member = Member::start(cfg, listeners).await?;
     shutdown.await;
     member.shutdown().await;

@@ -8,17 +8,26 @@ use tracing_subscriber::EnvFilter;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
         .with_writer(std::io::stderr)
         .init();
     let cfg = etcd_lite::Config::parse().validate()?;
-    let mut listeners = etcd_lite::Listeners { client: vec![], peer: vec![] };
+    let mut listeners = etcd_lite::Listeners {
+        client: vec![],
+        peer: vec![],
+    };
     for addr in &cfg.listen_client_urls {
-        let l = TcpListener::bind(addr).await.with_context(|| format!("listening for clients on {addr} (--listen-client-urls)"))?;
+        let l = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("listening for clients on {addr} (--listen-client-urls)"))?;
         listeners.client.push(l);
     }
     for addr in &cfg.listen_peer_urls {
-        let l = TcpListener::bind(addr).await.with_context(|| format!("listening for peers on {addr} (--listen-peer-urls)"))?;
+        let l = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("listening for peers on {addr} (--listen-peer-urls)"))?;
         listeners.peer.push(l);
     }
     tracing::info!(name = %cfg.name, data_dir = %cfg.data_dir.display(), engine = cfg.storage_engine.name(), "starting etcd-lite");

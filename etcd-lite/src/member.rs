@@ -36,17 +36,30 @@ const REVISION_COMPACTION_TICK: Duration = Duration::from_secs(300);
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("creating data directory {path}: {source}")]
-    DataDir { path: String, source: std::io::Error },
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("data directory {path} was created with --storage-engine {found}, not {wanted}")]
-    EngineMismatch { path: String, found: &'static str, wanted: &'static str },
+    EngineMismatch {
+        path: String,
+        found: &'static str,
+        wanted: &'static str,
+    },
     #[error(transparent)]
     Engine(#[from] storage::EngineError),
     #[error("opening Raft storage: {0}")]
-    RaftStorage(#[from] openraft::StorageError<u64>),
+    RaftStorage(Box<openraft::StorageError<u64>>),
     #[error("invalid Raft configuration: {0}")]
     RaftConfig(String),
     #[error("starting Raft: {0}")]
     Raft(String),
+}
+
+impl From<openraft::StorageError<u64>> for StartError {
+    fn from(e: openraft::StorageError<u64>) -> Self {
+        StartError::RaftStorage(Box::new(e))
+    }
 }
 
 /// The sockets a member serves on (bound by the caller, so tests can use port 0).
@@ -74,8 +87,10 @@ fn engine_dir(data_dir: &Path, kind: EngineKind) -> Result<std::path::PathBuf, S
         }
     }
     let dir = member.join(kind.name());
-    std::fs::create_dir_all(&dir)
-        .map_err(|source| StartError::DataDir { path: dir.display().to_string(), source })?;
+    std::fs::create_dir_all(&dir).map_err(|source| StartError::DataDir {
+        path: dir.display().to_string(),
+        source,
+    })?;
     Ok(dir)
 }
 
@@ -85,7 +100,11 @@ impl Member {
         let engine = storage::open(cfg.storage_engine, &dir)?;
         let hub = Arc::new(WatchHub::new());
         let log_store = LogStore::open(engine.clone())?;
-        let sm = StateMachine::open(engine.clone(), &cfg.data_dir.join("member").join("snap"), hub)?;
+        let sm = StateMachine::open(
+            engine.clone(),
+            &cfg.data_dir.join("member").join("snap"),
+            hub,
+        )?;
         let shared = sm.shared();
 
         let id = member_id(&cfg.advertise_peer_urls, &cfg.cluster_token);
@@ -93,7 +112,13 @@ impl Member {
             .initial_cluster
             .iter()
             .map(|(name, urls)| {
-                (member_id(urls, &cfg.cluster_token), MemberNode { name: name.clone(), peer_urls: urls.clone() })
+                (
+                    member_id(urls, &cfg.cluster_token),
+                    MemberNode {
+                        name: name.clone(),
+                        peer_urls: urls.clone(),
+                    },
+                )
             })
             .collect();
         let cluster = cluster_id(initial.keys().copied());
@@ -118,7 +143,10 @@ impl Member {
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
 
-        let initialized = raft.is_initialized().await.map_err(|e| StartError::Raft(e.to_string()))?;
+        let initialized = raft
+            .is_initialized()
+            .await
+            .map_err(|e| StartError::Raft(e.to_string()))?;
         if !initialized {
             match cfg.cluster_state {
                 ClusterState::New => {
@@ -126,14 +154,25 @@ impl Member {
                     if let Err(e) = raft.initialize(initial.clone()).await {
                         tracing::debug!(error = %e, "cluster already initialized by a peer");
                     }
-                    tracing::info!(member = format!("{id:x}"), cluster = format!("{cluster:x}"), members = initial.len(), "bootstrapping a new cluster");
+                    tracing::info!(
+                        member = format!("{id:x}"),
+                        cluster = format!("{cluster:x}"),
+                        members = initial.len(),
+                        "bootstrapping a new cluster"
+                    );
                 }
                 ClusterState::Existing => {
-                    tracing::info!(member = format!("{id:x}"), "joining an existing cluster; waiting for the leader");
+                    tracing::info!(
+                        member = format!("{id:x}"),
+                        "joining an existing cluster; waiting for the leader"
+                    );
                 }
             }
         } else {
-            tracing::info!(member = format!("{id:x}"), "restarting from the data directory");
+            tracing::info!(
+                member = format!("{id:x}"),
+                "restarting from the data directory"
+            );
         }
 
         // Request timeout as etcd: 5 s plus two election timeouts.
@@ -163,13 +202,25 @@ impl Member {
         tasks.spawn(watch_catch_up_loop(server.clone(), shutdown_rx.clone()));
         tasks.spawn(publish_loop(
             server.clone(),
-            MemberAttributes { id, name: cfg.name.clone(), client_urls: cfg.advertise_client_urls.clone() },
+            MemberAttributes {
+                id,
+                name: cfg.name.clone(),
+                client_urls: cfg.advertise_client_urls.clone(),
+            },
             shutdown_rx.clone(),
         ));
         if cfg.auto_compaction != AutoCompaction::Off {
-            tasks.spawn(compaction_loop(server.clone(), cfg.auto_compaction, shutdown_rx));
+            tasks.spawn(compaction_loop(
+                server.clone(),
+                cfg.auto_compaction,
+                shutdown_rx,
+            ));
         }
-        Ok(Member { server, shutdown, tasks })
+        Ok(Member {
+            server,
+            shutdown,
+            tasks,
+        })
     }
 
     pub fn id(&self) -> u64 {
@@ -207,7 +258,11 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
 }
 
-async fn serve(router: tonic::service::Routes, listener: TcpListener, shutdown: watch::Receiver<bool>) {
+async fn serve(
+    router: tonic::service::Routes,
+    listener: TcpListener,
+    shutdown: watch::Receiver<bool>,
+) {
     let addr = listener.local_addr().ok();
     let incoming = TcpListenerStream::new(listener);
     let result = tonic::transport::Server::builder()
@@ -234,7 +289,10 @@ async fn lease_loop(server: Arc<EtcdServer>, shutdown: watch::Receiver<bool>) {
         let status = server.node.status();
         let leader_term = status.is_leader.then_some(status.term);
         let leases = server.sm().store().leases();
-        let expired = server.node.lessor().tick(&leases, leader_term, tokio::time::Instant::now());
+        let expired = server
+            .node
+            .lessor()
+            .tick(&leases, leader_term, tokio::time::Instant::now());
         for id in expired {
             let server = server.clone();
             tokio::spawn(async move {
@@ -268,11 +326,20 @@ async fn watch_catch_up_loop(server: Arc<EtcdServer>, shutdown: watch::Receiver<
 }
 
 /// Publishes this member's name and client URLs through Raft (etcd's `publish`), once they differ.
-async fn publish_loop(server: Arc<EtcdServer>, attrs: MemberAttributes, shutdown: watch::Receiver<bool>) {
+async fn publish_loop(
+    server: Arc<EtcdServer>,
+    attrs: MemberAttributes,
+    shutdown: watch::Receiver<bool>,
+) {
     let stop = stopped(shutdown);
     tokio::pin!(stop);
     loop {
-        let published = server.sm().store().members().into_iter().any(|m| m == attrs);
+        let published = server
+            .sm()
+            .store()
+            .members()
+            .into_iter()
+            .any(|m| m == attrs);
         if published {
             return;
         }
@@ -294,10 +361,16 @@ async fn publish_loop(server: Arc<EtcdServer>, attrs: MemberAttributes, shutdown
 }
 
 /// etcd's auto-compaction: periodic (keep a time window) or revision (keep N revisions); leader only.
-async fn compaction_loop(server: Arc<EtcdServer>, mode: AutoCompaction, shutdown: watch::Receiver<bool>) {
+async fn compaction_loop(
+    server: Arc<EtcdServer>,
+    mode: AutoCompaction,
+    shutdown: watch::Receiver<bool>,
+) {
     let (period, window) = match mode {
         AutoCompaction::Off => return,
-        AutoCompaction::Periodic(retention) => ((retention / 10).max(Duration::from_secs(1)), 10usize),
+        AutoCompaction::Periodic(retention) => {
+            ((retention / 10).max(Duration::from_secs(1)), 10usize)
+        }
         AutoCompaction::Revision(_) => (REVISION_COMPACTION_TICK, 0),
     };
     let mut tick = tokio::time::interval(period);

@@ -79,9 +79,16 @@ impl WatchSpec {
 #[derive(Debug, Clone, PartialEq)]
 pub enum WatchMessage {
     /// Events for one watcher, in revision order; `revision` is the store revision they bring it to.
-    Events { watch_id: i64, revision: i64, events: Vec<PbEvent> },
+    Events {
+        watch_id: i64,
+        revision: i64,
+        events: Vec<PbEvent>,
+    },
     /// The watcher's start revision was compacted; it is removed.
-    Compacted { watch_id: i64, compact_revision: i64 },
+    Compacted {
+        watch_id: i64,
+        compact_revision: i64,
+    },
 }
 
 /// Identifies a watcher across streams: (stream, watch id).
@@ -110,11 +117,26 @@ impl WatchHub {
 
     /// Registers a watcher. Call with the store's read lock held (`store` is the guard).
     /// Its history, if it starts in the past, is sent by [`Self::catch_up`].
-    pub fn watch(&self, store: &Store, key: WatcherKey, spec: WatchSpec, tx: mpsc::Sender<WatchMessage>) {
+    pub fn watch(
+        &self,
+        store: &Store,
+        key: WatcherKey,
+        spec: WatchSpec,
+        tx: mpsc::Sender<WatchMessage>,
+    ) {
         let current = store.revision();
-        let next_rev = if spec.start_revision <= 0 { current + 1 } else { spec.start_revision };
+        let next_rev = if spec.start_revision <= 0 {
+            current + 1
+        } else {
+            spec.start_revision
+        };
         let synced = next_rev > current;
-        let watcher = Watcher { spec, next_rev, synced, tx };
+        let watcher = Watcher {
+            spec,
+            next_rev,
+            synced,
+            tx,
+        };
         let mut watchers = self.watchers.lock().expect("watch hub lock");
         watchers.insert(key, watcher);
         if !synced {
@@ -130,18 +152,28 @@ impl WatchHub {
 
     /// Removes a watcher; returns whether it existed.
     pub fn cancel(&self, key: WatcherKey) -> bool {
-        self.watchers.lock().expect("watch hub lock").remove(&key).is_some()
+        self.watchers
+            .lock()
+            .expect("watch hub lock")
+            .remove(&key)
+            .is_some()
     }
 
     /// Removes every watcher of a stream.
     pub fn cancel_stream(&self, stream: u64) {
-        self.watchers.lock().expect("watch hub lock").retain(|(s, _), _| *s != stream);
+        self.watchers
+            .lock()
+            .expect("watch hub lock")
+            .retain(|(s, _), _| *s != stream);
     }
 
     /// Whether every watcher of `stream` has been sent everything up to the current revision.
     pub fn stream_synced(&self, stream: u64) -> bool {
         let watchers = self.watchers.lock().expect("watch hub lock");
-        watchers.iter().filter(|((s, _), _)| *s == stream).all(|(_, w)| w.synced)
+        watchers
+            .iter()
+            .filter(|((s, _), _)| *s == stream)
+            .all(|(_, w)| w.synced)
     }
 
     /// Sends one command's events (all of one revision) to the synced watchers.
@@ -160,7 +192,11 @@ impl WatchHub {
                 w.next_rev = revision + 1;
                 return true;
             }
-            let msg = WatchMessage::Events { watch_id: *watch_id, revision, events: matched };
+            let msg = WatchMessage::Events {
+                watch_id: *watch_id,
+                revision,
+                events: matched,
+            };
             match w.tx.try_send(msg) {
                 Ok(()) => {
                     w.next_rev = revision + 1;
@@ -184,14 +220,21 @@ impl WatchHub {
 
     /// Whether some watcher needs history replayed.
     pub fn has_unsynced(&self) -> bool {
-        self.watchers.lock().expect("watch hub lock").values().any(|w| !w.synced)
+        self.watchers
+            .lock()
+            .expect("watch hub lock")
+            .values()
+            .any(|w| !w.synced)
     }
 
     /// Replays history to unsynced watchers. Call with the store's read lock held.
     pub fn catch_up(&self, store: &Store) {
         let mut watchers = self.watchers.lock().expect("watch hub lock");
-        let keys: Vec<WatcherKey> =
-            watchers.iter().filter(|(_, w)| !w.synced).map(|(k, _)| *k).collect();
+        let keys: Vec<WatcherKey> = watchers
+            .iter()
+            .filter(|(_, w)| !w.synced)
+            .map(|(k, _)| *k)
+            .collect();
         for key in keys {
             let w = watchers.get_mut(&key).expect("listed above");
             if !Self::replay(store, key, w) {
@@ -209,17 +252,23 @@ impl WatchHub {
                 return !w.tx.is_closed();
             }
             let spec = &w.spec;
-            let history =
-                store.history(&spec.key, &spec.range_end, w.next_rev, current, true, HISTORY_CHUNK);
+            let history = store.history(
+                &spec.key,
+                &spec.range_end,
+                w.next_rev,
+                current,
+                true,
+                HISTORY_CHUNK,
+            );
             let events = match history {
                 Ok(events) => events,
                 Err(MvccError::Compacted) => {
-                    let msg = WatchMessage::Compacted { watch_id, compact_revision: store.compact_revision() };
-                    // A full channel would lose this: keep the watcher until it fits.
-                    return match w.tx.try_send(msg) {
-                        Err(mpsc::error::TrySendError::Full(_)) => true,
-                        _ => false,
+                    let msg = WatchMessage::Compacted {
+                        watch_id,
+                        compact_revision: store.compact_revision(),
                     };
+                    // A full channel would lose this: keep the watcher until it fits.
+                    return matches!(w.tx.try_send(msg), Err(mpsc::error::TrySendError::Full(_)));
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "reading watch history");
@@ -234,7 +283,11 @@ impl WatchHub {
             };
             let matched: Vec<PbEvent> = events.iter().filter_map(|e| w.spec.filter(e)).collect();
             if !matched.is_empty() {
-                let msg = WatchMessage::Events { watch_id, revision: upto, events: matched };
+                let msg = WatchMessage::Events {
+                    watch_id,
+                    revision: upto,
+                    events: matched,
+                };
                 match w.tx.try_send(msg) {
                     Ok(()) => {}
                     Err(mpsc::error::TrySendError::Full(_)) => return true,

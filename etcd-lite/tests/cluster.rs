@@ -62,14 +62,24 @@ impl TestCluster {
             args.extend(extra.iter().map(|s| s.to_string()));
             let cfg = Config::try_parse_from(args).unwrap().validate().unwrap();
             configs.push(cfg.clone());
-            starts.push(Member::start(cfg, Listeners { client: vec![client], peer: vec![peer] }));
+            starts.push(Member::start(
+                cfg,
+                Listeners {
+                    client: vec![client],
+                    peer: vec![peer],
+                },
+            ));
         }
         let members = futures::future::join_all(starts)
             .await
             .into_iter()
             .map(|m| Some(m.unwrap()))
             .collect();
-        TestCluster { _dir: dir, configs, members }
+        TestCluster {
+            _dir: dir,
+            configs,
+            members,
+        }
     }
 
     fn endpoint(&self, i: usize) -> String {
@@ -80,7 +90,9 @@ impl TestCluster {
         let opts = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(2))
             .with_timeout(Duration::from_secs(15));
-        Client::connect([self.endpoint(i)], Some(opts)).await.unwrap()
+        Client::connect([self.endpoint(i)], Some(opts))
+            .await
+            .unwrap()
     }
 
     /// The index of the member every running member agrees is leader.
@@ -93,8 +105,10 @@ impl TestCluster {
                 .enumerate()
                 .filter_map(|(i, m)| m.as_ref().map(|m| (i, m)))
                 .collect();
-            let leaders: BTreeSet<Option<u64>> =
-                running.iter().map(|(_, m)| m.node().status().leader).collect();
+            let leaders: BTreeSet<Option<u64>> = running
+                .iter()
+                .map(|(_, m)| m.node().status().leader)
+                .collect();
             if leaders.len() == 1 {
                 if let Some(Some(id)) = leaders.into_iter().next() {
                     if let Some((i, _)) = running.iter().find(|(_, m)| m.id() == id) {
@@ -102,22 +116,35 @@ impl TestCluster {
                     }
                 }
             }
-            assert!(Instant::now() < deadline, "no agreed leader within {within:?}");
+            assert!(
+                Instant::now() < deadline,
+                "no agreed leader within {within:?}"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
     async fn stop(&mut self, i: usize) {
-        self.members[i].take().expect("member running").shutdown().await;
+        self.members[i]
+            .take()
+            .expect("member running")
+            .shutdown()
+            .await;
     }
 
     async fn restart(&mut self, i: usize) {
         let cfg = self.configs[i].clone();
         let client = TcpListener::bind(cfg.listen_client_urls[0]).await.unwrap();
         let peer = TcpListener::bind(cfg.listen_peer_urls[0]).await.unwrap();
-        let m = Member::start(cfg, Listeners { client: vec![client], peer: vec![peer] })
-            .await
-            .unwrap();
+        let m = Member::start(
+            cfg,
+            Listeners {
+                client: vec![client],
+                peer: vec![peer],
+            },
+        )
+        .await
+        .unwrap();
         self.members[i] = Some(m);
     }
 
@@ -150,10 +177,16 @@ where
 async fn local_keys(c: &TestCluster, i: usize, prefix: &str) -> BTreeSet<String> {
     let mut client = c.client(i).await;
     let resp = client
-        .get(prefix, Some(GetOptions::new().with_prefix().with_serializable()))
+        .get(
+            prefix,
+            Some(GetOptions::new().with_prefix().with_serializable()),
+        )
         .await
         .unwrap();
-    resp.kvs().iter().map(|kv| kv.key_str().unwrap().to_string()).collect()
+    resp.kvs()
+        .iter()
+        .map(|kv| kv.key_str().unwrap().to_string())
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -166,7 +199,10 @@ async fn leader_failover_keeps_every_acknowledged_write_and_watch_order() {
     // A watch on a member that survives, from the first revision.
     let mut watch_client = c.client(survivor).await;
     let mut stream = watch_client
-        .watch("failover/", Some(WatchOptions::new().with_prefix().with_start_revision(1)))
+        .watch(
+            "failover/",
+            Some(WatchOptions::new().with_prefix().with_start_revision(1)),
+        )
         .await
         .unwrap();
 
@@ -185,18 +221,28 @@ async fn leader_failover_keeps_every_acknowledged_write_and_watch_order() {
             c.stop(leader).await;
             tracing::info!("test: leader stopped");
         }
-        assert!(attempts < 2000, "writes kept failing after the leader stopped");
+        assert!(
+            attempts < 2000,
+            "writes kept failing after the leader stopped"
+        );
     }
     let new_leader = c.wait_leader(Duration::from_secs(10)).await;
     assert_ne!(new_leader, leader);
 
     for i in [survivor, other] {
-        let have = wait_for(Duration::from_secs(10), "acknowledged writes on every member", || async {
-            let have = local_keys(&c, i, "failover/").await;
-            acked.is_subset(&have).then_some(have)
-        })
+        let have = wait_for(
+            Duration::from_secs(10),
+            "acknowledged writes on every member",
+            || async {
+                let have = local_keys(&c, i, "failover/").await;
+                acked.is_subset(&have).then_some(have)
+            },
+        )
         .await;
-        assert!(acked.is_subset(&have), "member {i} lost acknowledged writes");
+        assert!(
+            acked.is_subset(&have),
+            "member {i} lost acknowledged writes"
+        );
     }
 
     // The watch saw every acknowledged key, in strictly increasing revisions.
@@ -205,7 +251,11 @@ async fn leader_failover_keeps_every_acknowledged_write_and_watch_order() {
     let deadline = Instant::now() + Duration::from_secs(10);
     while !acked.is_subset(&seen) {
         let left = deadline.saturating_duration_since(Instant::now());
-        let msg = timeout(left, stream.message()).await.expect("watch stalled").unwrap().unwrap();
+        let msg = timeout(left, stream.message())
+            .await
+            .expect("watch stalled")
+            .unwrap()
+            .unwrap();
         for ev in msg.events() {
             let kv = ev.kv().unwrap();
             assert!(
@@ -215,7 +265,10 @@ async fn leader_failover_keeps_every_acknowledged_write_and_watch_order() {
             );
             last_rev = kv.mod_revision();
             assert_eq!(ev.event_type(), EventType::Put);
-            assert!(seen.insert(kv.key_str().unwrap().to_string()), "duplicate event");
+            assert!(
+                seen.insert(kv.key_str().unwrap().to_string()),
+                "duplicate event"
+            );
         }
     }
     c.shutdown().await;
@@ -238,7 +291,9 @@ async fn losing_quorum_makes_writes_unavailable_and_restarting_loses_nothing() {
         .await
         .expect("a write without quorum must fail in bounded time, not hang")
         .expect_err("a write without quorum must not be acknowledged");
-    let etcd_client::Error::GRpcStatus(status) = err else { panic!("unexpected error {err}") };
+    let etcd_client::Error::GRpcStatus(status) = err else {
+        panic!("unexpected error {err}")
+    };
     assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
 
     c.restart(a).await;
@@ -247,10 +302,14 @@ async fn losing_quorum_makes_writes_unavailable_and_restarting_loses_nothing() {
     let mut client = c.client(leader).await;
     client.put("q/after", "x", None).await.unwrap();
     for i in 0..3 {
-        let have = wait_for(Duration::from_secs(10), "all writes after restart", || async {
-            let have = local_keys(&c, i, "q/").await;
-            have.contains("q/after").then_some(have)
-        })
+        let have = wait_for(
+            Duration::from_secs(10),
+            "all writes after restart",
+            || async {
+                let have = local_keys(&c, i, "q/").await;
+                have.contains("q/after").then_some(have)
+            },
+        )
         .await;
         for k in 0..20 {
             assert!(have.contains(&format!("q/{k}")), "member {i} lost q/{k}");
@@ -268,24 +327,38 @@ async fn a_member_that_was_down_catches_up_by_snapshot() {
     c.stop(lagging).await;
     let mut client = c.client(leader).await;
     for i in 0..300 {
-        client.put(format!("snap/{i:04}"), format!("v{i}"), None).await.unwrap();
+        client
+            .put(format!("snap/{i:04}"), format!("v{i}"), None)
+            .await
+            .unwrap();
     }
     // The leader has purged entries the lagging member misses, so only a snapshot helps.
     let leader_node = c.members[leader].as_ref().unwrap().node().clone();
-    wait_for(Duration::from_secs(10), "the leader to purge its log", || async {
-        let purged = leader_node.raft.metrics().borrow().purged;
-        purged.is_some_and(|p| p.index > 10).then_some(())
-    })
+    wait_for(
+        Duration::from_secs(10),
+        "the leader to purge its log",
+        || async {
+            let purged = leader_node.raft.metrics().borrow().purged;
+            purged.is_some_and(|p| p.index > 10).then_some(())
+        },
+    )
     .await;
     c.restart(lagging).await;
-    wait_for(Duration::from_secs(20), "the restarted member to catch up", || async {
-        let have = local_keys(&c, lagging, "snap/").await;
-        (have.len() == 300).then_some(())
-    })
+    wait_for(
+        Duration::from_secs(20),
+        "the restarted member to catch up",
+        || async {
+            let have = local_keys(&c, lagging, "snap/").await;
+            (have.len() == 300).then_some(())
+        },
+    )
     .await;
     // It serves the same data as the leader, values and revisions included.
     let mut lc = c.client(lagging).await;
-    let theirs = lc.get("snap/0123", Some(GetOptions::new().with_serializable())).await.unwrap();
+    let theirs = lc
+        .get("snap/0123", Some(GetOptions::new().with_serializable()))
+        .await
+        .unwrap();
     let ours = client.get("snap/0123", None).await.unwrap();
     assert_eq!(theirs.kvs()[0].value(), b"v123");
     assert_eq!(theirs.kvs()[0].mod_revision(), ours.kvs()[0].mod_revision());
@@ -303,7 +376,11 @@ async fn linearizable_reads_on_a_follower_see_writes_made_through_another_member
         let value = format!("v{i}");
         w.put("lin/key", value.clone(), None).await.unwrap();
         let got = r.get("lin/key", None).await.unwrap();
-        assert_eq!(got.kvs()[0].value(), value.as_bytes(), "stale linearizable read at step {i}");
+        assert_eq!(
+            got.kvs()[0].value(),
+            value.as_bytes(),
+            "stale linearizable read at step {i}"
+        );
     }
     c.shutdown().await;
 }

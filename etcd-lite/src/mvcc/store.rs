@@ -210,7 +210,12 @@ impl Store {
         let first_op = batch.ops.len();
         let applied = self.apply_command(cmd, batch)?;
         for op in &batch.ops[first_op..] {
-            if let Op::Put { space: Space::Kv, key, value } = op {
+            if let Op::Put {
+                space: Space::Kv,
+                key,
+                value,
+            } = op
+            {
                 if key.len() == REV_BYTES_LEN {
                     self.unwritten.insert(key.clone(), value.clone());
                 }
@@ -224,7 +229,11 @@ impl Store {
         self.unwritten.clear();
     }
 
-    fn apply_command(&mut self, cmd: &Command, batch: &mut WriteBatch) -> Result<Applied, MvccError> {
+    fn apply_command(
+        &mut self,
+        cmd: &Command,
+        batch: &mut WriteBatch,
+    ) -> Result<Applied, MvccError> {
         match cmd {
             Command::Txn(req) => self.apply_txn(req, batch),
             Command::Compact { revision } => Ok(self.apply_compact(*revision, batch)),

@@ -77,7 +77,12 @@ impl LogStore {
             .name("raft-log-writer".into())
             .spawn(move || writer_loop(&*writer_engine, &writer_pending, rx))
             .map_err(|e| storage_io_error(ErrorSubject::Logs, ErrorVerb::Write, e))?;
-        Ok(LogStore { engine, pending, writer: tx, purged: Arc::new(Mutex::new(purged)) })
+        Ok(LogStore {
+            engine,
+            pending,
+            writer: tx,
+            purged: Arc::new(Mutex::new(purged)),
+        })
     }
 
     async fn write_and_wait(
@@ -86,12 +91,21 @@ impl LogStore {
         subject: ErrorSubject<u64>,
     ) -> Result<(), StorageError> {
         let (tx, rx) = oneshot::channel();
-        let req = WriteRequest { batch, durable: true, stored: Vec::new(), completion: Completion::Done(tx) };
+        let req = WriteRequest {
+            batch,
+            durable: true,
+            stored: Vec::new(),
+            completion: Completion::Done(tx),
+        };
         let writer_gone = || storage_io_error(subject.clone(), ErrorVerb::Write, WriterGone);
         self.writer.send(req).map_err(|_| writer_gone())?;
         match rx.await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(msg)) => Err(storage_io_error(subject, ErrorVerb::Write, WriteFailed(msg))),
+            Ok(Err(msg)) => Err(storage_io_error(
+                subject,
+                ErrorVerb::Write,
+                WriteFailed(msg),
+            )),
             Err(_) => Err(writer_gone()),
         }
     }
@@ -153,7 +167,11 @@ fn writer_loop(engine: &dyn Engine, pending: &Pending, rx: mpsc::Receiver<WriteR
             batch.ops.append(&mut req.batch.ops);
             durable |= req.durable;
         }
-        let durability = if durable { Durability::Immediate } else { Durability::Deferred };
+        let durability = if durable {
+            Durability::Immediate
+        } else {
+            Durability::Deferred
+        };
         let result: Result<(), EngineError> = engine.write(batch, durability);
         if result.is_ok() {
             let mut pending = pending.lock().expect("pending lock");
@@ -167,7 +185,10 @@ fn writer_loop(engine: &dyn Engine, pending: &Pending, rx: mpsc::Receiver<WriteR
         for req in group {
             match req.completion {
                 Completion::Flushed(cb) => cb.log_io_completed(
-                    result.as_ref().map(|_| ()).map_err(|e| std::io::Error::other(e.to_string())),
+                    result
+                        .as_ref()
+                        .map(|_| ())
+                        .map_err(|e| std::io::Error::other(e.to_string())),
                 ),
                 Completion::Done(tx) => {
                     let _ = tx.send(result.as_ref().map(|_| ()).map_err(|e| e.to_string()));
@@ -213,7 +234,12 @@ impl RaftLogReader<TypeConfig> for LogStore {
         if disk_end.is_none_or(|e| e > start) {
             let rows = self
                 .engine
-                .scan(Space::RaftLog, ScanRange::new(&start_key, end_key.as_ref().map(|k| &k[..])), false, 0)
+                .scan(
+                    Space::RaftLog,
+                    ScanRange::new(&start_key, end_key.as_ref().map(|k| &k[..])),
+                    false,
+                    0,
+                )
                 .map_err(|e| storage_io_error(ErrorSubject::Logs, ErrorVerb::Read, e))?;
             for (_, bytes) in rows {
                 entries.push(decode_entry(&bytes)?);
@@ -230,7 +256,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
         let last_purged_log_id = *self.purged.lock().expect("purged lock");
         let last_log_id = self.last_log_id()?.or(last_purged_log_id);
-        Ok(LogState { last_purged_log_id, last_log_id })
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id,
+        })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -251,7 +280,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // Not flushed on its own: losing it in a crash only means re-learning it from the leader.
         let mut batch = WriteBatch::new();
         batch.put(Space::RaftMeta, COMMITTED, encode(&committed));
-        let req = WriteRequest { batch, durable: false, stored: Vec::new(), completion: Completion::None };
+        let req = WriteRequest {
+            batch,
+            durable: false,
+            stored: Vec::new(),
+            completion: Completion::None,
+        };
         self.writer
             .send(req)
             .map_err(|_| storage_io_error(ErrorSubject::Store, ErrorVerb::Write, WriterGone))
@@ -261,7 +295,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(read_meta::<Option<LogId>>(&*self.engine, COMMITTED)?.flatten())
     }
 
-    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError>
     where
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
@@ -278,14 +316,22 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 stored.push(entry);
             }
         }
-        let req = WriteRequest { batch, durable: true, stored, completion: Completion::Flushed(callback) };
+        let req = WriteRequest {
+            batch,
+            durable: true,
+            stored,
+            completion: Completion::Flushed(callback),
+        };
         self.writer
             .send(req)
             .map_err(|_| storage_io_error(ErrorSubject::Logs, ErrorVerb::Write, WriterGone))
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        self.pending.lock().expect("pending lock").split_off(&log_id.index);
+        self.pending
+            .lock()
+            .expect("pending lock")
+            .split_off(&log_id.index);
         let mut batch = WriteBatch::new();
         batch.delete_range(Space::RaftLog, log_key(log_id.index), log_key(u64::MAX));
         batch.delete(Space::RaftLog, log_key(u64::MAX));

@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use ferrokube_proto::raft::raft_peer_client::RaftPeerClient;
 use ferrokube_proto::raft::RaftPayload;
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
@@ -54,7 +56,10 @@ impl PeerNetwork {
 
     /// The channel to `node` (its first peer URL).
     pub(crate) fn channel(&self, id: u64, node: &MemberNode) -> Result<Channel, String> {
-        let url = node.peer_urls.first().ok_or_else(|| format!("member {id:x} has no peer URL"))?;
+        let url = node
+            .peer_urls
+            .first()
+            .ok_or_else(|| format!("member {id:x} has no peer URL"))?;
         let mut channels = self.channels.lock().expect("peer channels lock");
         if let Some(ch) = channels.get(&(id, url.clone())) {
             return Ok(ch.clone());
@@ -69,7 +74,11 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
     type Network = PeerConnection;
 
     async fn new_client(&mut self, target: u64, node: &MemberNode) -> PeerConnection {
-        PeerConnection { target, node: node.clone(), channel: self.channel(target, node) }
+        PeerConnection {
+            target,
+            node: node.clone(),
+            channel: self.channel(target, node),
+        }
     }
 }
 
@@ -117,7 +126,11 @@ impl PeerConnection {
                 return Err(RPCError::Unreachable(Unreachable::new(&e)));
             }
             Ok(Err(status)) => {
-                let e = PeerError(format!("{kind:?} to member {:x}: {}", self.target, status.message()));
+                let e = PeerError(format!(
+                    "{kind:?} to member {:x}: {}",
+                    self.target,
+                    status.message()
+                ));
                 return Err(match status.code() {
                     tonic::Code::Unavailable | tonic::Code::Unknown => {
                         RPCError::Unreachable(Unreachable::new(&e))
@@ -129,7 +142,13 @@ impl PeerConnection {
         };
         let result: Result<Resp, RaftError<u64, E>> =
             decode(&resp.data).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        result.map_err(|e| RPCError::RemoteError(RemoteError::new_with_node(self.target, self.node.clone(), e)))
+        result.map_err(|e| {
+            RPCError::RemoteError(RemoteError::new_with_node(
+                self.target,
+                self.node.clone(),
+                e,
+            ))
+        })
     }
 }
 

@@ -129,7 +129,15 @@ impl RaftNode {
         request_timeout: Duration,
         lessor: Arc<Lessor>,
     ) -> Arc<Self> {
-        Arc::new(RaftNode { id, raft, sm, network, request_timeout, reads: Mutex::default(), lessor })
+        Arc::new(RaftNode {
+            id,
+            raft,
+            sm,
+            network,
+            request_timeout,
+            reads: Mutex::default(),
+            lessor,
+        })
     }
 
     pub fn lessor(&self) -> &Arc<Lessor> {
@@ -166,7 +174,10 @@ impl RaftNode {
             let attempt = if leader == self.id {
                 self.lease_call_local(id, call)
             } else {
-                let channel = self.network.channel(leader, &node).map_err(ProposeError::Stopped)?;
+                let channel = self
+                    .network
+                    .channel(leader, &node)
+                    .map_err(ProposeError::Stopped)?;
                 let mut client = LeaderLeasesClient::new(channel);
                 let fut = async {
                     match call {
@@ -261,7 +272,11 @@ impl RaftNode {
     }
 
     /// Proposes on this member, which must be the leader.
-    pub async fn propose_local(&self, cmd: Command, deadline: Instant) -> Result<Applied, ProposeError> {
+    pub async fn propose_local(
+        &self,
+        cmd: Command,
+        deadline: Instant,
+    ) -> Result<Applied, ProposeError> {
         match tokio::time::timeout_at(deadline, self.raft.client_write(cmd)).await {
             Err(_) => Err(ProposeError::Timeout),
             Ok(Ok(resp)) => Ok(resp.data),
@@ -276,9 +291,14 @@ impl RaftNode {
         cmd: &Command,
         deadline: Instant,
     ) -> Result<Applied, ProposeError> {
-        let channel = self.network.channel(leader, node).map_err(ProposeError::Stopped)?;
+        let channel = self
+            .network
+            .channel(leader, node)
+            .map_err(ProposeError::Stopped)?;
         let mut client = peer_client(channel);
-        let call = client.propose(ProposeRequest { command: encode(cmd) });
+        let call = client.propose(ProposeRequest {
+            command: encode(cmd),
+        });
         match tokio::time::timeout_at(deadline, call).await {
             Err(_) => Err(ProposeError::Timeout),
             Ok(Err(status)) if status.code() == tonic::Code::Unavailable => {
@@ -286,8 +306,9 @@ impl RaftNode {
             }
             // The leader could not be reached: it may have failed; let the caller retry elsewhere.
             Ok(Err(_)) => Err(ProposeError::Timeout),
-            Ok(Ok(resp)) => decode(&resp.into_inner().response)
-                .map_err(|e| ProposeError::Stopped(format!("undecodable response from the leader: {e}"))),
+            Ok(Ok(resp)) => decode(&resp.into_inner().response).map_err(|e| {
+                ProposeError::Stopped(format!("undecodable response from the leader: {e}"))
+            }),
         }
     }
 
@@ -331,7 +352,9 @@ impl RaftNode {
                 }
                 std::mem::take(&mut reads.waiters)
             };
-            let result = self.fetch_read_index(deadline.max(Instant::now() + self.request_timeout / 2)).await;
+            let result = self
+                .fetch_read_index(deadline.max(Instant::now() + self.request_timeout / 2))
+                .await;
             for w in waiters {
                 let _ = w.send(result.clone());
             }
@@ -343,7 +366,10 @@ impl RaftNode {
         if leader == self.id {
             return self.leader_read_index(deadline).await;
         }
-        let channel = self.network.channel(leader, &node).map_err(ProposeError::Stopped)?;
+        let channel = self
+            .network
+            .channel(leader, &node)
+            .map_err(ProposeError::Stopped)?;
         let mut client = peer_client(channel);
         match tokio::time::timeout_at(deadline, client.read_index(ReadIndexRequest {})).await {
             Err(_) => Err(ProposeError::Timeout),
@@ -373,9 +399,14 @@ impl RaftNode {
             let attempt = if leader == self.id {
                 self.change_membership_local(change.clone(), deadline).await
             } else {
-                let channel = self.network.channel(leader, &node).map_err(ProposeError::Stopped)?;
+                let channel = self
+                    .network
+                    .channel(leader, &node)
+                    .map_err(ProposeError::Stopped)?;
                 let mut client = peer_client(channel);
-                let call = client.change_membership(MembershipRequest { change: encode(&change) });
+                let call = client.change_membership(MembershipRequest {
+                    change: encode(&change),
+                });
                 match tokio::time::timeout_at(deadline, call).await {
                     Err(_) => Err(ProposeError::Timeout),
                     Ok(Err(status)) if status.code() == tonic::Code::Unavailable => {
@@ -403,11 +434,18 @@ impl RaftNode {
                 if status.members.contains_key(&id) {
                     return Err(ProposeError::MemberExists);
                 }
-                if status.members.values().any(|n| n.peer_urls.iter().any(|u| node.peer_urls.contains(u))) {
+                if status
+                    .members
+                    .values()
+                    .any(|n| n.peer_urls.iter().any(|u| node.peer_urls.contains(u)))
+                {
                     return Err(ProposeError::PeerUrlExists);
                 }
                 let add = async {
-                    self.raft.add_learner(id, node, false).await.map_err(write_error)?;
+                    self.raft
+                        .add_learner(id, node, false)
+                        .await
+                        .map_err(write_error)?;
                     self.raft
                         .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
                         .await

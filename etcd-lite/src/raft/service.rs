@@ -8,8 +8,8 @@ use std::sync::Arc;
 use ferrokube_proto::raft::leader_leases_server::{LeaderLeases, LeaderLeasesServer};
 use ferrokube_proto::raft::raft_peer_server::{RaftPeer, RaftPeerServer};
 use ferrokube_proto::raft::{
-    LeaseRequest, LeaseTtlResponse, MembershipRequest, MembershipResponse, ProposeRequest, ProposeResponse, RaftPayload,
-    ReadIndexRequest, ReadIndexResponse,
+    LeaseRequest, LeaseTtlResponse, MembershipRequest, MembershipResponse, ProposeRequest,
+    ProposeResponse, RaftPayload, ReadIndexRequest, ReadIndexResponse,
 };
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
@@ -45,35 +45,55 @@ fn bad_payload(e: postcard::Error) -> Status {
 
 #[tonic::async_trait]
 impl RaftPeer for PeerService {
-    async fn append_entries(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+    async fn append_entries(
+        &self,
+        req: Request<RaftPayload>,
+    ) -> Result<Response<RaftPayload>, Status> {
         let rpc = decode(&req.into_inner().data).map_err(bad_payload)?;
         let result = self.node.raft.append_entries(rpc).await;
-        Ok(Response::new(RaftPayload { data: encode(&result) }))
+        Ok(Response::new(RaftPayload {
+            data: encode(&result),
+        }))
     }
 
     async fn vote(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
         let rpc = decode(&req.into_inner().data).map_err(bad_payload)?;
         let result = self.node.raft.vote(rpc).await;
-        Ok(Response::new(RaftPayload { data: encode(&result) }))
+        Ok(Response::new(RaftPayload {
+            data: encode(&result),
+        }))
     }
 
-    async fn install_snapshot(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+    async fn install_snapshot(
+        &self,
+        req: Request<RaftPayload>,
+    ) -> Result<Response<RaftPayload>, Status> {
         let rpc = decode(&req.into_inner().data).map_err(bad_payload)?;
         let result = self.node.raft.install_snapshot(rpc).await;
-        Ok(Response::new(RaftPayload { data: encode(&result) }))
+        Ok(Response::new(RaftPayload {
+            data: encode(&result),
+        }))
     }
 
-    async fn propose(&self, req: Request<ProposeRequest>) -> Result<Response<ProposeResponse>, Status> {
+    async fn propose(
+        &self,
+        req: Request<ProposeRequest>,
+    ) -> Result<Response<ProposeResponse>, Status> {
         let cmd: Command = decode(&req.into_inner().command).map_err(bad_payload)?;
         let applied = self
             .node
             .propose_local(cmd, self.deadline())
             .await
             .map_err(|e| propose_error_status(&e))?;
-        Ok(Response::new(ProposeResponse { response: encode(&applied) }))
+        Ok(Response::new(ProposeResponse {
+            response: encode(&applied),
+        }))
     }
 
-    async fn read_index(&self, _req: Request<ReadIndexRequest>) -> Result<Response<ReadIndexResponse>, Status> {
+    async fn read_index(
+        &self,
+        _req: Request<ReadIndexRequest>,
+    ) -> Result<Response<ReadIndexResponse>, Status> {
         let index = self
             .node
             .leader_read_index(self.deadline())
@@ -97,7 +117,10 @@ impl RaftPeer for PeerService {
 
 #[tonic::async_trait]
 impl LeaderLeases for PeerService {
-    async fn keep_alive(&self, req: Request<LeaseRequest>) -> Result<Response<LeaseTtlResponse>, Status> {
+    async fn keep_alive(
+        &self,
+        req: Request<LeaseRequest>,
+    ) -> Result<Response<LeaseTtlResponse>, Status> {
         let ttl = self
             .node
             .lease_call_local(req.into_inner().id, LeaseCall::KeepAlive)
@@ -105,7 +128,10 @@ impl LeaderLeases for PeerService {
         Ok(Response::new(LeaseTtlResponse { ttl }))
     }
 
-    async fn time_to_live(&self, req: Request<LeaseRequest>) -> Result<Response<LeaseTtlResponse>, Status> {
+    async fn time_to_live(
+        &self,
+        req: Request<LeaseRequest>,
+    ) -> Result<Response<LeaseTtlResponse>, Status> {
         let ttl = self
             .node
             .lease_call_local(req.into_inner().id, LeaseCall::TimeToLive)

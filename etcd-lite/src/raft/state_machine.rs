@@ -25,7 +25,10 @@ use openraft::{EntryPayload, ErrorSubject, ErrorVerb, RaftLogId, SnapshotMeta};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use super::{decode, encode, storage_io_error, Entry, LogId, MemberNode, StorageError, StoredMembership, TypeConfig};
+use super::{
+    decode, encode, storage_io_error, Entry, LogId, MemberNode, StorageError, StoredMembership,
+    TypeConfig,
+};
 use crate::mvcc::{Applied, AppliedBody, Store};
 use crate::storage::{Durability, Engine, ScanRange, Space, WriteBatch};
 use crate::watch::WatchHub;
@@ -52,7 +55,10 @@ struct SnapshotRows {
 }
 
 fn space_code(space: Space) -> u8 {
-    SM_SPACES.iter().position(|s| *s == space).expect("a state machine space") as u8
+    SM_SPACES
+        .iter()
+        .position(|s| *s == space)
+        .expect("a state machine space") as u8
 }
 
 /// State shared by the state machine, its snapshot builder and the etcd API.
@@ -100,7 +106,11 @@ fn sm_err(verb: ErrorVerb, e: impl std::error::Error + Send + Sync + 'static) ->
 
 impl StateMachine {
     /// Opens the store on `engine`; snapshots are kept in `snapshot_dir`.
-    pub fn open(engine: Arc<dyn Engine>, snapshot_dir: &Path, hub: Arc<WatchHub>) -> Result<Self, StorageError> {
+    pub fn open(
+        engine: Arc<dyn Engine>,
+        snapshot_dir: &Path,
+        hub: Arc<WatchHub>,
+    ) -> Result<Self, StorageError> {
         std::fs::create_dir_all(snapshot_dir).map_err(|e| sm_err(ErrorVerb::Write, e))?;
         let store = Store::open(engine.clone()).map_err(|e| sm_err(ErrorVerb::Read, e))?;
         let applied = read_applied(&*engine)?;
@@ -141,7 +151,11 @@ impl StateMachine {
 }
 
 fn read_applied(engine: &dyn Engine) -> Result<(Option<LogId>, StoredMembership), StorageError> {
-    let get = |key: &[u8]| engine.get(Space::Meta, key).map_err(|e| sm_err(ErrorVerb::Read, e));
+    let get = |key: &[u8]| {
+        engine
+            .get(Space::Meta, key)
+            .map_err(|e| sm_err(ErrorVerb::Read, e))
+    };
     let applied = match get(APPLIED)? {
         Some(b) => decode(&b).map_err(|e| sm_err(ErrorVerb::Read, e))?,
         None => None,
@@ -176,15 +190,21 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         for entry in entries {
             let log_id = *entry.get_log_id();
             let applied = match entry.payload {
-                EntryPayload::Normal(cmd) => {
-                    store.apply(&cmd, &mut batch).map_err(|e| sm_err(ErrorVerb::Write, e))?
-                }
-                EntryPayload::Blank => {
-                    Applied { revision: store.revision(), body: AppliedBody::Noop, events: vec![] }
-                }
+                EntryPayload::Normal(cmd) => store
+                    .apply(&cmd, &mut batch)
+                    .map_err(|e| sm_err(ErrorVerb::Write, e))?,
+                EntryPayload::Blank => Applied {
+                    revision: store.revision(),
+                    body: AppliedBody::Noop,
+                    events: vec![],
+                },
                 EntryPayload::Membership(m) => {
                     membership = Some(StoredMembership::new(Some(log_id), m));
-                    Applied { revision: store.revision(), body: AppliedBody::Noop, events: vec![] }
+                    Applied {
+                        revision: store.revision(),
+                        body: AppliedBody::Noop,
+                        events: vec![],
+                    }
                 }
             };
             if !applied.events.is_empty() {
@@ -200,7 +220,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         if let Some(m) = &membership {
             batch.put(Space::Meta, MEMBERSHIP, encode(m));
         }
-        shared.engine.write(batch, Durability::Deferred).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        shared
+            .engine
+            .write(batch, Durability::Deferred)
+            .map_err(|e| sm_err(ErrorVerb::Write, e))?;
         store.mark_written();
         {
             let mut applied_state = shared.applied.write().expect("applied lock");
@@ -242,31 +265,48 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 batch.clear(space);
             }
             for (code, key, value) in rows.rows {
-                let space = *SM_SPACES
-                    .get(code as usize)
-                    .ok_or_else(|| storage_io_error(subject(), ErrorVerb::Read, BadSnapshot(code)))?;
+                let space = *SM_SPACES.get(code as usize).ok_or_else(|| {
+                    storage_io_error(subject(), ErrorVerb::Read, BadSnapshot(code))
+                })?;
                 batch.put(space, key, value);
             }
-            shared.engine.write(batch, Durability::Immediate).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+            shared
+                .engine
+                .write(batch, Durability::Immediate)
+                .map_err(|e| sm_err(ErrorVerb::Write, e))?;
             *store = Store::open(shared.engine.clone()).map_err(|e| sm_err(ErrorVerb::Read, e))?;
             *shared.applied.write().expect("applied lock") =
                 (meta.last_log_id, meta.last_membership.clone());
             shared.hub.resync(&store);
         }
-        shared.applied_tx.send_replace(meta.last_log_id.map_or(0, |l| l.index));
+        shared
+            .applied_tx
+            .send_replace(meta.last_log_id.map_or(0, |l| l.index));
         tracing::info!(last_log_id = ?meta.last_log_id, "installed snapshot from the leader");
-        self.save_snapshot_file(&SnapshotFile { meta: meta.clone(), data })
+        self.save_snapshot_file(&SnapshotFile {
+            meta: meta.clone(),
+            data,
+        })
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
         let bytes = match std::fs::read(self.snapshot_path()) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(storage_io_error(ErrorSubject::Snapshot(None), ErrorVerb::Read, e)),
+            Err(e) => {
+                return Err(storage_io_error(
+                    ErrorSubject::Snapshot(None),
+                    ErrorVerb::Read,
+                    e,
+                ))
+            }
         };
-        let file: SnapshotFile =
-            decode(&bytes).map_err(|e| storage_io_error(ErrorSubject::Snapshot(None), ErrorVerb::Read, e))?;
-        Ok(Some(Snapshot { meta: file.meta, snapshot: Box::new(Cursor::new(file.data)) }))
+        let file: SnapshotFile = decode(&bytes)
+            .map_err(|e| storage_io_error(ErrorSubject::Snapshot(None), ErrorVerb::Read, e))?;
+        Ok(Some(Snapshot {
+            meta: file.meta,
+            snapshot: Box::new(Cursor::new(file.data)),
+        }))
     }
 }
 
@@ -280,7 +320,8 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         let (meta, data) = {
             // The read lock keeps `apply` out, so rows and applied state agree.
             let _store = shared.store.read().expect("store lock poisoned");
-            let (last_log_id, last_membership) = shared.applied.read().expect("applied lock").clone();
+            let (last_log_id, last_membership) =
+                shared.applied.read().expect("applied lock").clone();
             let mut rows = Vec::new();
             for space in SM_SPACES {
                 let scanned = shared
@@ -293,11 +334,21 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
                 Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, rows.len()),
                 None => format!("empty-{}", rows.len()),
             };
-            let meta = SnapshotMeta { last_log_id, last_membership, snapshot_id };
+            let meta = SnapshotMeta {
+                last_log_id,
+                last_membership,
+                snapshot_id,
+            };
             (meta, encode(&SnapshotRows { rows }))
         };
-        self.save_snapshot_file(&SnapshotFile { meta: meta.clone(), data: data.clone() })?;
+        self.save_snapshot_file(&SnapshotFile {
+            meta: meta.clone(),
+            data: data.clone(),
+        })?;
         tracing::info!(last_log_id = ?meta.last_log_id, bytes = data.len(), "built snapshot");
-        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
     }
 }

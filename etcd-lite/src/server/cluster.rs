@@ -21,23 +21,34 @@ pub struct ClusterService {
 
 impl ClusterService {
     pub fn new(server: Arc<EtcdServer>, cluster_token: String) -> Self {
-        ClusterService { server, cluster_token }
+        ClusterService {
+            server,
+            cluster_token,
+        }
     }
 }
 
 #[tonic::async_trait]
 impl PbClusterService for ClusterService {
-    async fn member_add(&self, req: Request<PbMemberAddRequest>) -> Result<Response<PbMemberAddResponse>, Status> {
+    async fn member_add(
+        &self,
+        req: Request<PbMemberAddRequest>,
+    ) -> Result<Response<PbMemberAddResponse>, Status> {
         let req = req.into_inner();
         if req.is_learner {
             return Err(ApiError::Unimplemented("learner members").into());
         }
         if req.peer_ur_ls.is_empty() {
-            return Err(ApiError::InvalidArgument("member add needs at least one peer URL".into()).into());
+            return Err(
+                ApiError::InvalidArgument("member add needs at least one peer URL".into()).into(),
+            );
         }
         // The same id the new member computes for itself from its flags.
         let id = member_id(&req.peer_ur_ls, &self.cluster_token);
-        let node = MemberNode { name: String::new(), peer_urls: req.peer_ur_ls.clone() };
+        let node = MemberNode {
+            name: String::new(),
+            peer_urls: req.peer_ur_ls.clone(),
+        };
         self.server
             .node
             .change_membership(MembershipChange::Add { id, node })
@@ -46,7 +57,11 @@ impl PbClusterService for ClusterService {
         tracing::info!(member = format!("{id:x}"), peer_urls = ?req.peer_ur_ls, "added member");
         Ok(Response::new(PbMemberAddResponse {
             header: Some(self.server.current_header()),
-            member: Some(PbMember { id, peer_ur_ls: req.peer_ur_ls, ..Default::default() }),
+            member: Some(PbMember {
+                id,
+                peer_ur_ls: req.peer_ur_ls,
+                ..Default::default()
+            }),
             members: self.server.members(),
         }))
     }
@@ -75,7 +90,10 @@ impl PbClusterService for ClusterService {
         Err(ApiError::Unimplemented("MemberUpdate (changing a member's peer URLs)").into())
     }
 
-    async fn member_list(&self, req: Request<PbMemberListRequest>) -> Result<Response<PbMemberListResponse>, Status> {
+    async fn member_list(
+        &self,
+        req: Request<PbMemberListRequest>,
+    ) -> Result<Response<PbMemberListResponse>, Status> {
         if req.into_inner().linearizable {
             self.server.read_barrier(false).await?;
         }

@@ -31,7 +31,9 @@ impl From<ApiError> for Status {
     fn from(e: ApiError) -> Status {
         match &e {
             ApiError::Mvcc(m) => match m {
-                MvccError::Compacted | MvccError::FutureRevision => etcd(Code::OutOfRange, &m.to_string()),
+                MvccError::Compacted | MvccError::FutureRevision => {
+                    etcd(Code::OutOfRange, &m.to_string())
+                }
                 MvccError::EmptyKey
                 | MvccError::KeyNotFound
                 | MvccError::ValueProvided
@@ -42,7 +44,9 @@ impl From<ApiError> for Status {
                 MvccError::LeaseNotFound => etcd(Code::NotFound, &m.to_string()),
                 MvccError::LeaseExists => etcd(Code::FailedPrecondition, &m.to_string()),
                 MvccError::LeaseTtlTooLarge => etcd(Code::OutOfRange, &m.to_string()),
-                MvccError::Storage(_) | MvccError::Corrupt { .. } => etcd(Code::Internal, &m.to_string()),
+                MvccError::Storage(_) | MvccError::Corrupt { .. } => {
+                    etcd(Code::Internal, &m.to_string())
+                }
             },
             ApiError::Raft(r) => match r {
                 ProposeError::NoLeader
@@ -53,7 +57,9 @@ impl From<ApiError> for Status {
                     etcd(Code::FailedPrecondition, &r.to_string())
                 }
                 ProposeError::MemberNotFound => etcd(Code::NotFound, &r.to_string()),
-                ProposeError::NotEnoughStartedMembers => etcd(Code::FailedPrecondition, &r.to_string()),
+                ProposeError::NotEnoughStartedMembers => {
+                    etcd(Code::FailedPrecondition, &r.to_string())
+                }
             },
             ApiError::RequestTooLarge => etcd(Code::InvalidArgument, &e.to_string()),
             ApiError::MemberNotFound => etcd(Code::NotFound, &e.to_string()),
@@ -72,17 +78,32 @@ mod tests {
     #[test]
     fn messages_are_etcds() {
         let s: Status = ApiError::Mvcc(MvccError::EmptyKey).into();
-        assert_eq!((s.code(), s.message()), (Code::InvalidArgument, "etcdserver: key is not provided"));
+        assert_eq!(
+            (s.code(), s.message()),
+            (Code::InvalidArgument, "etcdserver: key is not provided")
+        );
         let s: Status = ApiError::Mvcc(MvccError::Compacted).into();
         assert_eq!(
             (s.code(), s.message()),
-            (Code::OutOfRange, "etcdserver: mvcc: required revision has been compacted")
+            (
+                Code::OutOfRange,
+                "etcdserver: mvcc: required revision has been compacted"
+            )
         );
         let s: Status = ApiError::RequestTooLarge.into();
-        assert_eq!((s.code(), s.message()), (Code::InvalidArgument, "etcdserver: request is too large"));
+        assert_eq!(
+            (s.code(), s.message()),
+            (Code::InvalidArgument, "etcdserver: request is too large")
+        );
         let s: Status = ApiError::Raft(ProposeError::NoLeader).into();
-        assert_eq!((s.code(), s.message()), (Code::Unavailable, "etcdserver: no leader"));
+        assert_eq!(
+            (s.code(), s.message()),
+            (Code::Unavailable, "etcdserver: no leader")
+        );
         let s: Status = ApiError::Mvcc(MvccError::LeaseNotFound).into();
-        assert_eq!((s.code(), s.message()), (Code::NotFound, "etcdserver: requested lease not found"));
+        assert_eq!(
+            (s.code(), s.message()),
+            (Code::NotFound, "etcdserver: requested lease not found")
+        );
     }
 }

@@ -62,7 +62,9 @@ impl KvService {
         let applied = self.server.propose(Command::Txn(txn)).await?;
         match applied.body {
             AppliedBody::Txn(resp) => Ok((resp, applied.revision)),
-            other => Err(ApiError::InvalidArgument(format!("unexpected txn result {other:?}"))),
+            other => Err(ApiError::InvalidArgument(format!(
+                "unexpected txn result {other:?}"
+            ))),
         }
     }
 }
@@ -71,15 +73,23 @@ type RangeStream = Pin<Box<dyn Stream<Item = Result<PbRangeStreamResponse, Statu
 
 #[tonic::async_trait]
 impl PbKvService for KvService {
-    async fn range(&self, req: Request<PbRangeRequest>) -> Result<Response<PbRangeResponse>, Status> {
+    async fn range(
+        &self,
+        req: Request<PbRangeRequest>,
+    ) -> Result<Response<PbRangeResponse>, Status> {
         Ok(Response::new(self.do_range(req.into_inner()).await?))
     }
 
     type RangeStreamStream = RangeStream;
 
-    async fn range_stream(&self, req: Request<PbRangeRequest>) -> Result<Response<RangeStream>, Status> {
+    async fn range_stream(
+        &self,
+        req: Request<PbRangeRequest>,
+    ) -> Result<Response<RangeStream>, Status> {
         let resp = self.do_range(req.into_inner()).await?;
-        let item = PbRangeStreamResponse { range_response: Some(resp) };
+        let item = PbRangeStreamResponse {
+            range_response: Some(resp),
+        };
         Ok(Response::new(Box::pin(futures::stream::iter([Ok(item)]))))
     }
 
@@ -94,22 +104,32 @@ impl PbKvService for KvService {
                 resp.header = Some(self.server.header(revision));
                 Ok(Response::new(resp))
             }
-            (other, _) => Err(ApiError::InvalidArgument(format!("unexpected put result {other:?}")).into()),
+            (other, _) => {
+                Err(ApiError::InvalidArgument(format!("unexpected put result {other:?}")).into())
+            }
         }
     }
 
-    async fn delete_range(&self, req: Request<PbDeleteRequest>) -> Result<Response<PbDeleteResponse>, Status> {
+    async fn delete_range(
+        &self,
+        req: Request<PbDeleteRequest>,
+    ) -> Result<Response<PbDeleteResponse>, Status> {
         let req = req.into_inner();
         if req.key.is_empty() {
             return Err(ApiError::from(MvccError::EmptyKey).into());
         }
         self.server.check_size(&req)?;
-        match self.single_op(PbTxnOpRequest::RequestDeleteRange(req)).await? {
+        match self
+            .single_op(PbTxnOpRequest::RequestDeleteRange(req))
+            .await?
+        {
             (PbTxnOpResponse::ResponseDeleteRange(mut resp), revision) => {
                 resp.header = Some(self.server.header(revision));
                 Ok(Response::new(resp))
             }
-            (other, _) => Err(ApiError::InvalidArgument(format!("unexpected delete result {other:?}")).into()),
+            (other, _) => {
+                Err(ApiError::InvalidArgument(format!("unexpected delete result {other:?}")).into())
+            }
         }
     }
 
@@ -122,9 +142,19 @@ impl PbKvService for KvService {
         Ok(Response::new(resp))
     }
 
-    async fn compact(&self, req: Request<PbCompactionRequest>) -> Result<Response<PbCompactionResponse>, Status> {
+    async fn compact(
+        &self,
+        req: Request<PbCompactionRequest>,
+    ) -> Result<Response<PbCompactionResponse>, Status> {
         let req = req.into_inner();
-        let applied = self.server.propose(Command::Compact { revision: req.revision }).await?;
-        Ok(Response::new(PbCompactionResponse { header: Some(self.server.header(applied.revision)) }))
+        let applied = self
+            .server
+            .propose(Command::Compact {
+                revision: req.revision,
+            })
+            .await?;
+        Ok(Response::new(PbCompactionResponse {
+            header: Some(self.server.header(applied.revision)),
+        }))
     }
 }

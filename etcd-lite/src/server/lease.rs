@@ -48,7 +48,10 @@ type KeepAliveStream = Pin<Box<dyn Stream<Item = Result<PbLeaseKeepAliveResponse
 
 #[tonic::async_trait]
 impl PbLeaseService for LeaseService {
-    async fn lease_grant(&self, req: Request<PbLeaseGrantRequest>) -> Result<Response<PbLeaseGrantResponse>, Status> {
+    async fn lease_grant(
+        &self,
+        req: Request<PbLeaseGrantRequest>,
+    ) -> Result<Response<PbLeaseGrantResponse>, Status> {
         let req = req.into_inner();
         if req.ttl > MAX_LEASE_TTL {
             return Err(ApiError::from(MvccError::LeaseTtlTooLarge).into());
@@ -57,7 +60,11 @@ impl PbLeaseService for LeaseService {
         let ttl = req.ttl.max(self.min_ttl());
         let applied = self.server.propose(Command::LeaseGrant { id, ttl }).await?;
         let AppliedBody::LeaseGranted { id, ttl } = applied.body else {
-            return Err(ApiError::InvalidArgument(format!("unexpected grant result {:?}", applied.body)).into());
+            return Err(ApiError::InvalidArgument(format!(
+                "unexpected grant result {:?}",
+                applied.body
+            ))
+            .into());
         };
         Ok(Response::new(PbLeaseGrantResponse {
             header: Some(self.server.header(applied.revision)),
@@ -67,9 +74,19 @@ impl PbLeaseService for LeaseService {
         }))
     }
 
-    async fn lease_revoke(&self, req: Request<PbLeaseRevokeRequest>) -> Result<Response<PbLeaseRevokeResponse>, Status> {
-        let applied = self.server.propose(Command::LeaseRevoke { id: req.into_inner().id }).await?;
-        Ok(Response::new(PbLeaseRevokeResponse { header: Some(self.server.header(applied.revision)) }))
+    async fn lease_revoke(
+        &self,
+        req: Request<PbLeaseRevokeRequest>,
+    ) -> Result<Response<PbLeaseRevokeResponse>, Status> {
+        let applied = self
+            .server
+            .propose(Command::LeaseRevoke {
+                id: req.into_inner().id,
+            })
+            .await?;
+        Ok(Response::new(PbLeaseRevokeResponse {
+            header: Some(self.server.header(applied.revision)),
+        }))
     }
 
     type LeaseKeepAliveStream = KeepAliveStream;
@@ -105,7 +122,12 @@ impl PbLeaseService for LeaseService {
         req: Request<PbLeaseTimeToLiveRequest>,
     ) -> Result<Response<PbLeaseTimeToLiveResponse>, Status> {
         let req = req.into_inner();
-        let ttl = self.server.node.lease_time_to_live(req.id).await.map_err(ApiError::from)?;
+        let ttl = self
+            .server
+            .node
+            .lease_time_to_live(req.id)
+            .await
+            .map_err(ApiError::from)?;
         let lease = with_store(&self.server, |store| store.lease(req.id));
         let (granted_ttl, keys) = match (&lease, ttl) {
             (Some(l), ttl) if ttl >= 0 => (l.ttl, if req.keys { l.keys.clone() } else { vec![] }),
@@ -120,11 +142,17 @@ impl PbLeaseService for LeaseService {
         }))
     }
 
-    async fn lease_leases(&self, _req: Request<PbLeaseLeasesRequest>) -> Result<Response<PbLeaseLeasesResponse>, Status> {
+    async fn lease_leases(
+        &self,
+        _req: Request<PbLeaseLeasesRequest>,
+    ) -> Result<Response<PbLeaseLeasesResponse>, Status> {
         let leases = with_store(&self.server, |store| store.leases());
         Ok(Response::new(PbLeaseLeasesResponse {
             header: Some(self.server.current_header()),
-            leases: leases.into_iter().map(|l| PbLeaseStatus { id: l.id }).collect(),
+            leases: leases
+                .into_iter()
+                .map(|l| PbLeaseStatus { id: l.id })
+                .collect(),
         }))
     }
 }

@@ -37,15 +37,24 @@ type SnapshotStream = Pin<Box<dyn Stream<Item = Result<PbSnapshotResponse, Statu
 
 #[tonic::async_trait]
 impl PbMaintenanceService for MaintenanceService {
-    async fn alarm(&self, req: Request<PbAlarmRequest>) -> Result<Response<PbAlarmResponse>, Status> {
+    async fn alarm(
+        &self,
+        req: Request<PbAlarmRequest>,
+    ) -> Result<Response<PbAlarmResponse>, Status> {
         // etcd-lite raises no alarms (it has no space quota), so the list is always empty.
         if req.into_inner().action != ALARM_GET {
             return Err(ApiError::Unimplemented("alarm activation").into());
         }
-        Ok(Response::new(PbAlarmResponse { header: Some(self.server.current_header()), alarms: vec![] }))
+        Ok(Response::new(PbAlarmResponse {
+            header: Some(self.server.current_header()),
+            alarms: vec![],
+        }))
     }
 
-    async fn status(&self, _req: Request<PbStatusRequest>) -> Result<Response<PbStatusResponse>, Status> {
+    async fn status(
+        &self,
+        _req: Request<PbStatusRequest>,
+    ) -> Result<Response<PbStatusResponse>, Status> {
         let status = self.server.node.status();
         let db_size = self.server.sm().engine().size_bytes() as i64;
         Ok(Response::new(PbStatusResponse {
@@ -63,7 +72,10 @@ impl PbMaintenanceService for MaintenanceService {
         }))
     }
 
-    async fn defragment(&self, _req: Request<PbDefragmentRequest>) -> Result<Response<PbDefragmentResponse>, Status> {
+    async fn defragment(
+        &self,
+        _req: Request<PbDefragmentRequest>,
+    ) -> Result<Response<PbDefragmentResponse>, Status> {
         Err(ApiError::Unimplemented("Defragment").into())
     }
 
@@ -71,21 +83,33 @@ impl PbMaintenanceService for MaintenanceService {
         Err(ApiError::Unimplemented("Hash").into())
     }
 
-    async fn hash_kv(&self, _req: Request<PbHashKvRequest>) -> Result<Response<PbHashKvResponse>, Status> {
+    async fn hash_kv(
+        &self,
+        _req: Request<PbHashKvRequest>,
+    ) -> Result<Response<PbHashKvResponse>, Status> {
         Err(ApiError::Unimplemented("HashKV").into())
     }
 
     type SnapshotStream = SnapshotStream;
 
-    async fn snapshot(&self, _req: Request<PbSnapshotRequest>) -> Result<Response<SnapshotStream>, Status> {
+    async fn snapshot(
+        &self,
+        _req: Request<PbSnapshotRequest>,
+    ) -> Result<Response<SnapshotStream>, Status> {
         Err(ApiError::Unimplemented("Snapshot (etcdctl snapshot save)").into())
     }
 
-    async fn move_leader(&self, _req: Request<PbMoveLeaderRequest>) -> Result<Response<PbMoveLeaderResponse>, Status> {
+    async fn move_leader(
+        &self,
+        _req: Request<PbMoveLeaderRequest>,
+    ) -> Result<Response<PbMoveLeaderResponse>, Status> {
         Err(ApiError::Unimplemented("MoveLeader").into())
     }
 
-    async fn downgrade(&self, _req: Request<PbDowngradeRequest>) -> Result<Response<PbDowngradeResponse>, Status> {
+    async fn downgrade(
+        &self,
+        _req: Request<PbDowngradeRequest>,
+    ) -> Result<Response<PbDowngradeResponse>, Status> {
         Err(ApiError::Unimplemented("Downgrade").into())
     }
 }

@@ -123,7 +123,9 @@ impl EtcdServer {
                 let attrs = published.iter().find(|m| m.id == *id);
                 PbMember {
                     id: *id,
-                    name: attrs.map(|a| a.name.clone()).unwrap_or_else(|| node.name.clone()),
+                    name: attrs
+                        .map(|a| a.name.clone())
+                        .unwrap_or_else(|| node.name.clone()),
                     peer_ur_ls: node.peer_urls.clone(),
                     client_ur_ls: attrs.map(|a| a.client_urls.clone()).unwrap_or_default(),
                     is_learner: !status.voters.contains(id),
@@ -147,9 +149,16 @@ impl EtcdServer {
                     .max_decoding_message_size(max)
                     .max_encoding_message_size(usize::MAX),
             )
-            .add_service(PbLeaseServer::new(lease::LeaseService::new(self.clone())).max_decoding_message_size(max))
             .add_service(
-                PbClusterServer::new(cluster::ClusterService::new(self.clone(), self.cluster_token.clone())).max_decoding_message_size(max),
+                PbLeaseServer::new(lease::LeaseService::new(self.clone()))
+                    .max_decoding_message_size(max),
+            )
+            .add_service(
+                PbClusterServer::new(cluster::ClusterService::new(
+                    self.clone(),
+                    self.cluster_token.clone(),
+                ))
+                .max_decoding_message_size(max),
             )
             .add_service(
                 PbMaintenanceServer::new(maintenance::MaintenanceService::new(self.clone()))

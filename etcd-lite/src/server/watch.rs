@@ -52,7 +52,11 @@ struct StreamState {
 
 impl StreamState {
     fn response(&self, watch_id: i64, revision: i64) -> PbWatchResponse {
-        PbWatchResponse { header: Some(self.server.header(revision)), watch_id, ..Default::default() }
+        PbWatchResponse {
+            header: Some(self.server.header(revision)),
+            watch_id,
+            ..Default::default()
+        }
     }
 
     async fn send(&self, resp: PbWatchResponse) -> bool {
@@ -100,7 +104,10 @@ impl StreamState {
                     no_delete: c.filters.contains(&FILTER_NODELETE),
                 };
                 if c.progress_notify {
-                    self.progress.lock().expect("progress lock").insert(watch_id);
+                    self.progress
+                        .lock()
+                        .expect("progress lock")
+                        .insert(watch_id);
                 }
                 let key = (self.id, watch_id);
                 let hub = self.server.sm().hub();
@@ -129,7 +136,10 @@ impl StreamState {
             Some(PbWatchRequestUnion::CancelRequest(c)) => {
                 self.server.sm().hub().cancel((self.id, c.watch_id));
                 self.ids.lock().expect("watch ids lock").remove(&c.watch_id);
-                self.progress.lock().expect("progress lock").remove(&c.watch_id);
+                self.progress
+                    .lock()
+                    .expect("progress lock")
+                    .remove(&c.watch_id);
                 let mut resp = self.response(c.watch_id, self.server.current_header().revision);
                 resp.canceled = true;
                 self.send(resp).await
@@ -137,7 +147,8 @@ impl StreamState {
             Some(PbWatchRequestUnion::ProgressRequest(_)) => {
                 // Only meaningful once every watcher of the stream has caught up (etcd's rule).
                 if self.server.sm().hub().stream_synced(self.id) {
-                    let resp = self.response(PROGRESS_WATCH_ID, self.server.current_header().revision);
+                    let resp =
+                        self.response(PROGRESS_WATCH_ID, self.server.current_header().revision);
                     return self.send(resp).await;
                 }
                 true
@@ -148,18 +159,29 @@ impl StreamState {
 
     fn hub_message(&self, msg: WatchMessage) -> PbWatchResponse {
         match msg {
-            WatchMessage::Events { watch_id, revision, events } => {
+            WatchMessage::Events {
+                watch_id,
+                revision,
+                events,
+            } => {
                 let mut resp = self.response(watch_id, revision);
                 resp.events = events;
                 resp
             }
-            WatchMessage::Compacted { watch_id, compact_revision } => {
+            WatchMessage::Compacted {
+                watch_id,
+                compact_revision,
+            } => {
                 self.ids.lock().expect("watch ids lock").remove(&watch_id);
-                self.progress.lock().expect("progress lock").remove(&watch_id);
+                self.progress
+                    .lock()
+                    .expect("progress lock")
+                    .remove(&watch_id);
                 let mut resp = self.response(watch_id, self.server.current_header().revision);
                 resp.compact_revision = compact_revision;
                 resp.canceled = true;
-                resp.cancel_reason = "etcdserver: mvcc: required revision has been compacted".into();
+                resp.cancel_reason =
+                    "etcdserver: mvcc: required revision has been compacted".into();
                 resp
             }
         }
@@ -170,7 +192,10 @@ impl StreamState {
 impl PbWatchService for WatchService {
     type WatchStream = WatchStream;
 
-    async fn watch(&self, req: Request<Streaming<PbWatchRequest>>) -> Result<Response<WatchStream>, Status> {
+    async fn watch(
+        &self,
+        req: Request<Streaming<PbWatchRequest>>,
+    ) -> Result<Response<WatchStream>, Status> {
         let mut incoming = req.into_inner();
         let (out_tx, out_rx) = mpsc::channel(HUB_BUFFER);
         let (hub_tx, mut hub_rx) = mpsc::channel::<WatchMessage>(HUB_BUFFER);
