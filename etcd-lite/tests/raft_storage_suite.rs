@@ -1,0 +1,40 @@
+//! openraft's storage conformance suite, run on etcd-lite's log store and state
+//! machine over every storage engine.
+
+use std::sync::Arc;
+
+use etcd_lite::raft::{LogStore, StateMachine, TypeConfig};
+use etcd_lite::storage::{self, EngineKind};
+use etcd_lite::watch::WatchHub;
+use openraft::testing::{StoreBuilder, Suite};
+use openraft::StorageError;
+
+/// Builds a fresh log store and state machine on a new engine in a temp dir.
+struct Builder(EngineKind);
+
+impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Builder {
+    async fn build(
+        &self,
+    ) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError<u64>> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let engine = storage::open(self.0, &dir.path().join("engine")).expect("open engine");
+        let log = LogStore::open(engine.clone())?;
+        let sm = StateMachine::open(engine, &dir.path().join("snap"), Arc::new(WatchHub::new()))?;
+        Ok((dir, log, sm))
+    }
+}
+
+#[test]
+fn openraft_storage_suite_passes_on_redb() -> Result<(), StorageError<u64>> {
+    Suite::test_all(Builder(EngineKind::Redb))
+}
+
+#[test]
+fn openraft_storage_suite_passes_on_sled() -> Result<(), StorageError<u64>> {
+    Suite::test_all(Builder(EngineKind::Sled))
+}
+
+#[test]
+fn openraft_storage_suite_passes_on_memory() -> Result<(), StorageError<u64>> {
+    Suite::test_all(Builder(EngineKind::Memory))
+}
