@@ -7,9 +7,11 @@
 //! # To ensure correctness
 //! - A run of entries' changes and the last applied log id go to the engine in
 //!   one atomic batch, so after a crash the store is exactly the state after some
-//!   applied index; openraft re-applies the committed entries after it. Those batches are
-//!   not flushed on their own: the next durable log write flushes them (the log
-//!   and the store share one engine, and the engine keeps write order).
+//!   applied index; openraft re-applies the committed entries after it from the
+//!   log. Those batches are not flushed on their own (the log is the durable
+//!   record): a snapshot flushes the store before it is saved, so the store is
+//!   always durable at least up to the snapshot, and the log is purged only up
+//!   to the snapshot.
 //! - Applying and publishing a command's events happen under the store's write
 //!   lock, so a watcher that reads history under the read lock and then registers
 //!   never misses or repeats an event.
@@ -320,6 +322,11 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         let (meta, data) = {
             // The read lock keeps `apply` out, so rows and applied state agree.
             let _store = shared.store.read().expect("store lock poisoned");
+            // The log will be purged up to this snapshot: the store must not be behind it after a crash.
+            shared
+                .engine
+                .flush()
+                .map_err(|e| sm_err(ErrorVerb::Write, e))?;
             let (last_log_id, last_membership) =
                 shared.applied.read().expect("applied lock").clone();
             let mut rows = Vec::new();
