@@ -28,6 +28,33 @@ async fn bind_free() -> (TcpListener, SocketAddr) {
     (l, addr)
 }
 
+/// A member's configuration, from the same flags the binary takes.
+fn member_config(
+    name: &str,
+    data_dir: &std::path::Path,
+    client: SocketAddr,
+    peer: SocketAddr,
+    initial_cluster: &str,
+    state: &str,
+    extra: &[&str],
+) -> MemberConfig {
+    let mut args: Vec<String> = vec![
+        "etcd-lite".into(),
+        format!("--name={name}"),
+        format!("--data-dir={}", data_dir.display()),
+        format!("--listen-client-urls=http://{client}"),
+        format!("--advertise-client-urls=http://{client}"),
+        format!("--listen-peer-urls=http://{peer}"),
+        format!("--initial-advertise-peer-urls=http://{peer}"),
+        format!("--initial-cluster={initial_cluster}"),
+        format!("--initial-cluster-state={state}"),
+        "--heartbeat-interval=50".into(),
+        format!("--election-timeout={ELECTION_MS}"),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    Config::try_parse_from(args).unwrap().validate().unwrap()
+}
+
 impl TestCluster {
     async fn start(n: usize, extra: &[&str]) -> TestCluster {
         let _ = tracing_subscriber::fmt()
@@ -47,20 +74,16 @@ impl TestCluster {
         let mut configs = Vec::new();
         let mut starts = Vec::new();
         for (i, (client, caddr, peer, paddr)) in listeners.into_iter().enumerate() {
-            let mut args: Vec<String> = vec![
-                "etcd-lite".into(),
-                format!("--name=m{i}"),
-                format!("--data-dir={}", dir.path().join(format!("m{i}")).display()),
-                format!("--listen-client-urls=http://{caddr}"),
-                format!("--advertise-client-urls=http://{caddr}"),
-                format!("--listen-peer-urls=http://{paddr}"),
-                format!("--initial-advertise-peer-urls=http://{paddr}"),
-                format!("--initial-cluster={initial_cluster}"),
-                "--heartbeat-interval=50".into(),
-                format!("--election-timeout={ELECTION_MS}"),
-            ];
-            args.extend(extra.iter().map(|s| s.to_string()));
-            let cfg = Config::try_parse_from(args).unwrap().validate().unwrap();
+            let member_dir = dir.path().join(format!("m{i}"));
+            let cfg = member_config(
+                &format!("m{i}"),
+                &member_dir,
+                caddr,
+                paddr,
+                &initial_cluster,
+                "new",
+                extra,
+            );
             configs.push(cfg.clone());
             starts.push(Member::start(
                 cfg,
@@ -412,5 +435,87 @@ async fn lease_expiry_deletes_keys_also_after_a_leader_change() {
     .await;
     let gone = client.lease_time_to_live(lease, None).await.unwrap();
     assert_eq!(gone.ttl(), -1);
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn member_add_then_start_existing_joins_and_member_remove_leaves() {
+    let mut c = TestCluster::start(3, &[]).await;
+    let leader = c.wait_leader(Duration::from_secs(10)).await;
+    let mut client = c.client(leader).await;
+    for i in 0..20 {
+        client.put(format!("join/{i:02}"), "v", None).await.unwrap();
+    }
+
+    // etcdctl member add, then start the new member with --initial-cluster-state existing.
+    let (client_l, caddr) = bind_free().await;
+    let (peer_l, paddr) = bind_free().await;
+    let peer_url = format!("http://{paddr}");
+    let added = client.member_add([peer_url.as_str()], None).await.unwrap();
+    let new_id = added.member().unwrap().id();
+    let mut initial: Vec<String> = c
+        .configs
+        .iter()
+        .map(|cfg| format!("{}={}", cfg.name, cfg.advertise_peer_urls[0]))
+        .collect();
+    initial.push(format!("m3={peer_url}"));
+    let dir = c._dir.path().join("m3");
+    let cfg = member_config(
+        "m3",
+        &dir,
+        caddr,
+        paddr,
+        &initial.join(","),
+        "existing",
+        &[],
+    );
+    let m3 = Member::start(
+        cfg.clone(),
+        Listeners {
+            client: vec![client_l],
+            peer: vec![peer_l],
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        m3.id(),
+        new_id,
+        "the new member computes the id MemberAdd gave it"
+    );
+    c.configs.push(cfg);
+    c.members.push(Some(m3));
+
+    wait_for(
+        Duration::from_secs(15),
+        "the new member to receive the data",
+        || async { (local_keys(&c, 3, "join/").await.len() == 20).then_some(()) },
+    )
+    .await;
+    let listed = wait_for(
+        Duration::from_secs(10),
+        "the new member to publish itself",
+        || async {
+            let mut cl = c.client(0).await;
+            let list = cl.member_list().await.ok()?;
+            let m = list.members().iter().find(|m| m.id() == new_id)?.clone();
+            (m.name() == "m3").then_some(list)
+        },
+    )
+    .await;
+    assert_eq!(listed.members().len(), 4);
+    // Writes through the new member are forwarded and replicated.
+    let mut via_new = c.client(3).await;
+    via_new.put("join/new", "x", None).await.unwrap();
+
+    let removed = client.member_remove(new_id).await.unwrap();
+    assert_eq!(removed.members().len(), 3);
+    assert!(removed.members().iter().all(|m| m.id() != new_id));
+    let err = client
+        .member_remove(new_id)
+        .await
+        .expect_err("removing twice");
+    assert!(err.to_string().contains("member not found"), "{err}");
+    client.put("join/after-remove", "y", None).await.unwrap();
     c.shutdown().await;
 }
