@@ -519,3 +519,33 @@ async fn member_add_then_start_existing_joins_and_member_remove_leaves() {
     client.put("join/after-remove", "y", None).await.unwrap();
     c.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_linearizable_read_given_up_without_quorum_does_not_block_later_reads() {
+    let mut c = TestCluster::start(3, &[]).await;
+    let leader = c.wait_leader(Duration::from_secs(10)).await;
+    let mut client = c.client(leader).await;
+    client.put("giveup/k", "v", None).await.unwrap();
+    let a = (leader + 1) % 3;
+    let b = (leader + 2) % 3;
+    c.stop(a).await;
+    c.stop(b).await;
+    // The client gives up long before the member's request timeout.
+    let read = timeout(Duration::from_millis(300), client.get("giveup/k", None)).await;
+    assert!(
+        read.is_err(),
+        "a linearizable read without quorum must not succeed: {read:?}"
+    );
+    c.restart(a).await;
+    c.restart(b).await;
+    c.wait_leader(Duration::from_secs(10)).await;
+    for i in 0..3 {
+        let mut cl = c.client(i).await;
+        let got = timeout(Duration::from_secs(10), cl.get("giveup/k", None))
+            .await
+            .expect("linearizable reads work again once quorum is back")
+            .unwrap();
+        assert_eq!(got.kvs()[0].value(), b"v", "member {i}");
+    }
+    c.shutdown().await;
+}

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use ferrokube_proto::raft::leader_leases_client::LeaderLeasesClient;
 use ferrokube_proto::raft::{LeaseRequest, MembershipRequest, ProposeRequest, ReadIndexRequest};
-use openraft::error::{ClientWriteError, RaftError};
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use openraft::{ChangeMembers, ServerState};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
@@ -314,7 +314,10 @@ impl RaftNode {
 
     /// Confirms a read index with a quorum (through the leader) and waits until this
     /// member has applied up to it: afterwards a local read is linearizable.
-    pub async fn read_index(&self) -> Result<(), ProposeError> {
+    ///
+    /// The round runs in its own task: a caller that gives up (its client went
+    /// away) must not abandon a round other readers are waiting on.
+    pub async fn read_index(self: &Arc<Self>) -> Result<(), ProposeError> {
         let deadline = Instant::now() + self.request_timeout;
         let (tx, rx) = oneshot::channel();
         let start_round = {
@@ -323,7 +326,8 @@ impl RaftNode {
             !std::mem::replace(&mut reads.in_flight, true)
         };
         if start_round {
-            self.run_read_rounds(deadline).await;
+            let node = Arc::clone(self);
+            tokio::spawn(async move { node.run_read_rounds(deadline).await });
         }
         let index = match tokio::time::timeout_at(deadline, rx).await {
             Err(_) => return Err(ProposeError::Timeout),
@@ -383,11 +387,17 @@ impl RaftNode {
 
     /// On the leader: confirm leadership with a quorum, return the index reads must wait for.
     pub async fn leader_read_index(&self, deadline: Instant) -> Result<u64, ProposeError> {
-        match tokio::time::timeout_at(deadline, self.raft.get_read_log_id()).await {
-            Err(_) => Err(ProposeError::Timeout),
-            Ok(Ok((read_log_id, _))) => Ok(read_log_id.map_or(0, |l| l.index)),
-            Ok(Err(RaftError::APIError(_))) => Err(ProposeError::LeaderChanged),
-            Ok(Err(e)) => Err(ProposeError::Stopped(e.to_string())),
+        loop {
+            match tokio::time::timeout_at(deadline, self.raft.get_read_log_id()).await {
+                Err(_) => return Err(ProposeError::Timeout),
+                Ok(Ok((read_log_id, _))) => return Ok(read_log_id.map_or(0, |l| l.index)),
+                // No quorum answered this round: try again until the deadline, as etcd does.
+                Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_)))) => {
+                    self.pause_before_retry(deadline).await?
+                }
+                Ok(Err(RaftError::APIError(_))) => return Err(ProposeError::LeaderChanged),
+                Ok(Err(e)) => return Err(ProposeError::Stopped(e.to_string())),
+            }
         }
     }
 
