@@ -1,10 +1,12 @@
 //! A cluster of real server processes on loopback: [`Cluster::spawn`] starts
 //! N members of either Debian's `etcd` 3.4 or our `etcd-lite` with the same
 //! etcd flags, waits until `etcdctl endpoint health` passes, and kills every
-//! member when dropped.
+//! member when dropped. [`Cluster::kill_member`] and [`Cluster::restart_member`]
+//! crash a member and bring it back on the same data directory.
 
-use std::fs::File;
-use std::net::TcpListener;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -55,9 +57,14 @@ impl Binary {
     }
 
     /// Flags only this binary understands; `ETCD_LITE_TEST_STORAGE_ENGINE`
-    /// runs the suite against a chosen engine.
-    fn own_args(self) -> Vec<String> {
+    /// runs the suite against a chosen engine, unless the test chose one
+    /// itself with `--storage-engine=...` in `extra_args`.
+    fn own_args(self, extra_args: &[&str]) -> Vec<String> {
+        let engine_chosen_by_test = extra_args
+            .iter()
+            .any(|arg| arg.starts_with("--storage-engine"));
         match self {
+            Binary::EtcdLite if engine_chosen_by_test => Vec::new(),
             Binary::EtcdLite => std::env::var("ETCD_LITE_TEST_STORAGE_ENGINE")
                 .map(|engine| vec![format!("--storage-engine={engine}")])
                 .unwrap_or_default(),
@@ -71,6 +78,9 @@ pub struct Member {
     pub name: String,
     pub client_port: u16,
     pub peer_port: u16,
+    /// Every flag it was started with, so a restart repeats them exactly.
+    #[allow(dead_code)] // read only by test binaries that restart members
+    args: Vec<String>,
     log_path: PathBuf,
     child: Child,
 }
@@ -165,29 +175,29 @@ impl Cluster {
             let log = File::create(&log_path).expect("create a member log file");
             let client_url = format!("http://127.0.0.1:{client_port}");
             let peer_url = format!("http://127.0.0.1:{peer_port}");
-            let child = Command::new(path)
-                .arg(format!("--name={name}"))
-                .arg(format!("--data-dir={}", data_dir.display()))
-                .arg(format!("--listen-client-urls={client_url}"))
-                .arg(format!("--advertise-client-urls={client_url}"))
-                .arg(format!("--listen-peer-urls={peer_url}"))
-                .arg(format!("--initial-advertise-peer-urls={peer_url}"))
-                .arg(format!("--initial-cluster={initial_cluster}"))
-                .arg("--initial-cluster-state=new")
-                .arg(format!("--initial-cluster-token={token}"))
-                .arg("--heartbeat-interval=100")
-                .arg("--election-timeout=1000")
-                .args(binary.own_args())
-                .args(extra_args)
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().expect("clone the log file handle"))
-                .stderr(log)
-                .spawn()
-                .unwrap_or_else(|e| panic!("spawn {}: {e}", path.display()));
+            let args: Vec<String> = [
+                format!("--name={name}"),
+                format!("--data-dir={}", data_dir.display()),
+                format!("--listen-client-urls={client_url}"),
+                format!("--advertise-client-urls={client_url}"),
+                format!("--listen-peer-urls={peer_url}"),
+                format!("--initial-advertise-peer-urls={peer_url}"),
+                format!("--initial-cluster={initial_cluster}"),
+                "--initial-cluster-state=new".to_string(),
+                format!("--initial-cluster-token={token}"),
+                "--heartbeat-interval=100".to_string(),
+                "--election-timeout=1000".to_string(),
+            ]
+            .into_iter()
+            .chain(binary.own_args(extra_args))
+            .chain(extra_args.iter().map(|arg| arg.to_string()))
+            .collect();
+            let child = spawn_member(path, &args, log);
             cluster.members.push(Member {
                 name,
                 client_port,
                 peer_port,
+                args,
                 log_path,
                 child,
             });
@@ -211,7 +221,8 @@ impl Cluster {
             for member in &mut self.members {
                 if let Some(status) = member.child.try_wait().expect("poll a member process") {
                     let log = std::fs::read_to_string(&member.log_path).unwrap_or_default();
-                    if log.contains("address already in use") {
+                    // etcd writes "address already in use", etcd-lite "Address ...".
+                    if log.to_lowercase().contains("address already in use") {
                         outcome = Err(StartupError::PortTaken(log));
                         return Some(());
                     }
@@ -280,6 +291,45 @@ impl Cluster {
         child.wait().expect("reap a killed member");
     }
 
+    /// Starts member `index` again after [`Cluster::kill_member`], with the
+    /// same flags, name, ports and data directory, as an operator restarting
+    /// a crashed process would; its output goes on in the same log. Returns
+    /// once it accepts client connections (it may not have a leader yet).
+    #[allow(dead_code)] // not every test binary restarts members
+    pub fn restart_member(&mut self, index: usize) {
+        let path = self.binary.path();
+        let member = &mut self.members[index];
+        assert!(
+            member
+                .child
+                .try_wait()
+                .expect("poll a member process")
+                .is_some(),
+            "member {} is still running; kill it before restarting it",
+            member.name
+        );
+        let mut log = OpenOptions::new()
+            .append(true)
+            .open(&member.log_path)
+            .expect("reopen a member log file");
+        writeln!(log, "----- restarted by the test -----").expect("write a member log file");
+        member.child = spawn_member(&path, &member.args, log);
+        let what = format!("restarted member {} to accept clients", member.name);
+        wait_for(&what, STARTUP_TIMEOUT, || {
+            if let Some(status) = member.child.try_wait().expect("poll a member process") {
+                let log = std::fs::read_to_string(&member.log_path).unwrap_or_default();
+                panic!(
+                    "member {} exited after a restart ({status}); its log:\n{}",
+                    member.name,
+                    tail(&log, LOG_TAIL_LINES)
+                );
+            }
+            TcpStream::connect(("127.0.0.1", member.client_port))
+                .is_ok()
+                .then_some(())
+        });
+    }
+
     /// Index of some member that is not the leader, to exercise forwarding.
     pub fn follower_index(&self) -> usize {
         let leader = self.leader_index();
@@ -309,6 +359,17 @@ impl Drop for Cluster {
             }
         }
     }
+}
+
+/// Starts one member process writing its output to `log`.
+fn spawn_member(path: &Path, args: &[String], log: File) -> Child {
+    Command::new(path)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("clone the log file handle"))
+        .stderr(log)
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {}: {e}", path.display()))
 }
 
 /// `count` distinct loopback ports that were free a moment ago: all are bound
