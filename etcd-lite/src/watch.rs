@@ -139,14 +139,9 @@ impl WatchHub {
         };
         let mut watchers = self.watchers.lock().expect("watch hub lock");
         watchers.insert(key, watcher);
-        if !synced {
-            // Send what fits now; the rest follows in catch_up.
-            Self::replay(store, key, watchers.get_mut(&key).expect("just inserted"));
-            if let Some(w) = watchers.get(&key) {
-                if w.tx.is_closed() {
-                    watchers.remove(&key);
-                }
-            }
+        // Send what history fits now; the rest follows in catch_up.
+        if !synced && !Self::replay(store, key, watchers.get_mut(&key).expect("just inserted")) {
+            watchers.remove(&key);
         }
     }
 
@@ -298,5 +293,140 @@ impl WatchHub {
         }
         w.synced = true;
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mvcc::testkit::Harness;
+    use crate::mvcc::Command;
+
+    fn spec(key: &str, range_end: &str, start_revision: i64) -> WatchSpec {
+        WatchSpec {
+            key: key.into(),
+            range_end: range_end.into(),
+            start_revision,
+            prev_kv: false,
+            no_put: false,
+            no_delete: false,
+        }
+    }
+
+    /// Applies a put and publishes its events, as the state machine does.
+    fn put(h: &mut Harness, hub: &WatchHub, key: &str, value: &str) {
+        let applied = h.put(key, value);
+        hub.publish(&applied.events);
+    }
+
+    /// (key, mod_revision, type) of every event received so far.
+    fn drain(rx: &mut mpsc::Receiver<WatchMessage>) -> Vec<(String, i64, i32)> {
+        let mut out = Vec::new();
+        while let Ok(msg) = rx.try_recv() {
+            match msg {
+                WatchMessage::Events { events, .. } => {
+                    for e in events {
+                        let kv = e.kv.unwrap();
+                        out.push((
+                            String::from_utf8(kv.key).unwrap(),
+                            kv.mod_revision,
+                            e.r#type,
+                        ));
+                    }
+                }
+                WatchMessage::Compacted { .. } => panic!("unexpected compaction"),
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_watch_from_the_past_replays_history_then_gets_live_events_in_order() {
+        let mut h = Harness::new();
+        let hub = WatchHub::new();
+        put(&mut h, &hub, "a", "1"); // rev 2
+        put(&mut h, &hub, "b", "1"); // rev 3
+        put(&mut h, &hub, "a", "2"); // rev 4
+        let (tx, mut rx) = mpsc::channel(16);
+        hub.watch(&h.store, (0, 0), spec("a", "", 2), tx);
+        put(&mut h, &hub, "a", "3"); // rev 5
+        put(&mut h, &hub, "b", "2"); // rev 6
+        let got = drain(&mut rx);
+        assert_eq!(
+            got,
+            vec![("a".into(), 2, 0), ("a".into(), 4, 0), ("a".into(), 5, 0)]
+        );
+    }
+
+    #[test]
+    fn filters_and_prefix_ranges_select_events() {
+        let mut h = Harness::new();
+        let hub = WatchHub::new();
+        let (tx, mut rx) = mpsc::channel(16);
+        let mut s = spec("p/", "p0", 0);
+        s.no_delete = true;
+        hub.watch(&h.store, (0, 1), s, tx);
+        put(&mut h, &hub, "p/x", "1");
+        put(&mut h, &hub, "q", "1");
+        let deleted = h.delete("p/x", "");
+        hub.publish(&deleted.events);
+        put(&mut h, &hub, "p/y", "1");
+        let keys: Vec<String> = drain(&mut rx).into_iter().map(|e| e.0).collect();
+        assert_eq!(keys, vec!["p/x".to_string(), "p/y".to_string()]);
+    }
+
+    #[test]
+    fn a_watcher_whose_channel_fills_catches_up_without_gaps_or_duplicates() {
+        let mut h = Harness::new();
+        let hub = WatchHub::new();
+        let (tx, mut rx) = mpsc::channel(2);
+        hub.watch(&h.store, (0, 0), spec("k", "", 0), tx);
+        for i in 0..10 {
+            put(&mut h, &hub, "k", &i.to_string());
+        }
+        assert!(
+            hub.has_unsynced(),
+            "a full channel must leave the watcher unsynced"
+        );
+        let mut revs = Vec::new();
+        for _ in 0..20 {
+            revs.extend(drain(&mut rx).into_iter().map(|e| e.1));
+            hub.catch_up(&h.store);
+        }
+        revs.extend(drain(&mut rx).into_iter().map(|e| e.1));
+        assert_eq!(revs, (2..=11).collect::<Vec<i64>>());
+        assert!(!hub.has_unsynced());
+    }
+
+    #[test]
+    fn a_watch_from_a_compacted_revision_is_cancelled_with_the_compact_revision() {
+        let mut h = Harness::new();
+        let hub = WatchHub::new();
+        for i in 0..5 {
+            put(&mut h, &hub, "k", &i.to_string());
+        }
+        h.apply(Command::Compact { revision: 4 });
+        let (tx, mut rx) = mpsc::channel(16);
+        hub.watch(&h.store, (3, 7), spec("k", "", 2), tx);
+        assert_eq!(
+            rx.try_recv().unwrap(),
+            WatchMessage::Compacted {
+                watch_id: 7,
+                compact_revision: 4
+            }
+        );
+        assert!(!hub.cancel((3, 7)), "the compacted watcher is removed");
+    }
+
+    #[test]
+    fn cancelled_watchers_get_nothing_more() {
+        let mut h = Harness::new();
+        let hub = WatchHub::new();
+        let (tx, mut rx) = mpsc::channel(16);
+        hub.watch(&h.store, (1, 0), spec("k", "", 0), tx);
+        put(&mut h, &hub, "k", "1");
+        assert!(hub.cancel((1, 0)));
+        put(&mut h, &hub, "k", "2");
+        assert_eq!(drain(&mut rx).len(), 1);
     }
 }

@@ -23,7 +23,7 @@ mod lease;
 mod revision;
 mod store;
 #[cfg(test)]
-mod testkit;
+pub(crate) mod testkit;
 mod txn;
 
 pub use self::command::{Applied, AppliedBody, Command, MemberAttributes};
