@@ -98,12 +98,24 @@ fn engine_dir(data_dir: &Path, kind: EngineKind) -> Result<std::path::PathBuf, S
 impl Member {
     pub async fn start(cfg: MemberConfig, listeners: Listeners) -> Result<Member, StartError> {
         let dir = engine_dir(&cfg.data_dir, cfg.storage_engine)?;
-        // The log and the keyspace live in separate engines so that the log's
-        // fsyncs never wait behind the keyspace's writes (engines have one writer).
-        let wal = storage::open(cfg.storage_engine, &dir.join("wal"))?;
+        // The Raft log is an append-only WAL file beside the keyspace's engine.
+        let wal_dir = cfg.data_dir.join("member").join("wal");
+        if cfg.storage_engine == EngineKind::Memory {
+            // The memory engine forgets the keyspace on exit; a log kept across
+            // restarts would not match it, so the log starts afresh too.
+            match std::fs::remove_dir_all(&wal_dir) {
+                Err(source) if source.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(StartError::DataDir {
+                        path: wal_dir.display().to_string(),
+                        source,
+                    })
+                }
+                _ => {}
+            }
+        }
         let engine = storage::open(cfg.storage_engine, &dir)?;
         let hub = Arc::new(WatchHub::new());
-        let log_store = LogStore::open(wal)?;
+        let log_store = LogStore::open(&wal_dir)?;
         let sm = StateMachine::open(
             engine.clone(),
             &cfg.data_dir.join("member").join("snap"),

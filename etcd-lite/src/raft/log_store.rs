@@ -1,41 +1,36 @@
-//! The Raft log on the storage engine, with group commit.
+//! The Raft log on an append-only write-ahead log file, with group commit.
 //!
-//! Entry point: [`LogStore::open`]. Entries live in [`Space::RaftLog`] under their
-//! big-endian index; the vote, the committed log id and the last purged log id
-//! live in [`Space::RaftMeta`].
+//! Entry point: [`LogStore::open`]. The file, its format and its replay are in
+//! [`super::wal`]; this module feeds it from openraft's log storage calls.
 //!
 //! # To ensure correctness
 //! - Every change goes through one writer thread, in the order openraft asked for
-//!   it; the writer folds whatever is queued into one engine batch and makes it
-//!   durable with one fsync (group commit), then reports every append in it as
-//!   flushed. An append is reported flushed only once it is durable.
+//!   it; the writer folds whatever is queued into one write of the file and makes
+//!   it durable with one `fdatasync` (group commit), then reports every append in
+//!   it as flushed. An append is reported flushed only once it is durable.
 //! - Entries are readable as soon as `append` returns (openraft may replicate them
 //!   before they are durable locally): until the writer has stored them they are
-//!   served from `pending`. An entry leaves `pending` only after it is in the engine.
+//!   served from `pending`. An entry leaves `pending` only after it is in the
+//!   WAL's index, so a reader finds it in one or the other.
 //! - `save_vote`, `truncate` and `purge` return only once durable.
+//! - The committed log id is written but not synced on its own; `read_committed`
+//!   returns the last one saved.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
+use std::path::Path;
 use std::sync::{mpsc, Arc, Mutex};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::{ErrorSubject, ErrorVerb, RaftLogId, Vote};
 use tokio::sync::oneshot;
 
-use super::{decode, encode, storage_io_error, Entry, LogId, StorageError, TypeConfig};
-use crate::storage::{Durability, Engine, EngineError, ScanRange, Space, WriteBatch};
+use super::wal::{Record, Wal, WalReader};
+use super::{storage_io_error, Entry, LogId, StorageError, TypeConfig};
 
-const VOTE: &[u8] = b"raft/vote";
-const COMMITTED: &[u8] = b"raft/committed";
-const PURGED: &[u8] = b"raft/purged";
-
-/// Most queued requests folded into one engine write.
+/// Most queued requests folded into one write.
 const MAX_GROUP: usize = 1024;
-
-fn log_key(index: u64) -> [u8; 8] {
-    index.to_be_bytes()
-}
 
 enum Completion {
     Flushed(LogFlushed<TypeConfig>),
@@ -44,11 +39,9 @@ enum Completion {
 }
 
 struct WriteRequest {
-    batch: WriteBatch,
-    durable: bool,
-    /// The entries this request stores: each leaves `pending` once written, unless a
+    /// What to write. Each entry leaves `pending` once written, unless a
     /// truncation has replaced it there by a newer entry with the same index.
-    stored: Vec<Arc<Entry>>,
+    records: Vec<Record<Arc<Entry>>>,
     completion: Completion,
 }
 
@@ -58,43 +51,44 @@ type Pending = Arc<Mutex<BTreeMap<u64, Arc<Entry>>>>;
 /// The Raft log storage; clones share state (the clone is the log reader).
 #[derive(Clone)]
 pub struct LogStore {
-    engine: Arc<dyn Engine>,
+    wal: WalReader,
     pending: Pending,
+    /// The last committed log id saved; the WAL has it once the writer gets to it.
+    committed: Arc<Mutex<Option<LogId>>>,
     writer: mpsc::Sender<WriteRequest>,
-    /// The last purged log id, mirrored in memory (it is read on every `get_log_state`).
-    purged: Arc<Mutex<Option<LogId>>>,
 }
 
 impl LogStore {
-    /// Opens the log on `engine` and starts its writer thread (it stops when every clone is dropped).
-    pub fn open(engine: Arc<dyn Engine>) -> Result<Self, StorageError> {
-        let purged = read_meta::<LogId>(&*engine, PURGED)?;
+    /// Opens (creating if needed) the WAL in `dir`, replays it and starts its
+    /// writer thread (it stops when every clone is dropped).
+    pub fn open(dir: &Path) -> Result<Self, StorageError> {
+        let wal =
+            Wal::open(dir).map_err(|e| storage_io_error(ErrorSubject::Logs, ErrorVerb::Read, e))?;
+        let reader = wal.reader();
         let pending: Pending = Arc::default();
         let (tx, rx) = mpsc::channel::<WriteRequest>();
-        let writer_engine = engine.clone();
         let writer_pending = pending.clone();
         std::thread::Builder::new()
             .name("raft-log-writer".into())
-            .spawn(move || writer_loop(&*writer_engine, &writer_pending, rx))
+            .spawn(move || writer_loop(wal, &writer_pending, rx))
             .map_err(|e| storage_io_error(ErrorSubject::Logs, ErrorVerb::Write, e))?;
         Ok(LogStore {
-            engine,
+            committed: Arc::new(Mutex::new(reader.committed())),
+            wal: reader,
             pending,
             writer: tx,
-            purged: Arc::new(Mutex::new(purged)),
         })
     }
 
+    /// Queues `record` and waits until it is durable.
     async fn write_and_wait(
         &self,
-        batch: WriteBatch,
+        record: Record<Arc<Entry>>,
         subject: ErrorSubject<u64>,
     ) -> Result<(), StorageError> {
         let (tx, rx) = oneshot::channel();
         let req = WriteRequest {
-            batch,
-            durable: true,
-            stored: Vec::new(),
+            records: vec![record],
             completion: Completion::Done(tx),
         };
         let writer_gone = || storage_io_error(subject.clone(), ErrorVerb::Write, WriterGone);
@@ -110,18 +104,12 @@ impl LogStore {
         }
     }
 
-    fn last_log_id(&self) -> Result<Option<LogId>, StorageError> {
+    fn last_log_id(&self) -> Option<LogId> {
+        // Pending first: an entry leaves it only once it is in the WAL's index.
         if let Some((_, e)) = self.pending.lock().expect("pending lock").last_key_value() {
-            return Ok(Some(*e.get_log_id()));
+            return Some(*e.get_log_id());
         }
-        let last = self
-            .engine
-            .scan(Space::RaftLog, ScanRange::all(), true, 1)
-            .map_err(|e| storage_io_error(ErrorSubject::Logs, ErrorVerb::Read, e))?;
-        match last.first() {
-            Some((_, bytes)) => Ok(Some(*decode_entry(bytes)?.get_log_id())),
-            None => Ok(None),
-        }
+        self.wal.last_log_id()
     }
 }
 
@@ -133,26 +121,9 @@ struct WriterGone;
 #[error("{0}")]
 struct WriteFailed(String);
 
-fn decode_entry(bytes: &[u8]) -> Result<Entry, StorageError> {
-    decode(bytes).map_err(|e| storage_io_error(ErrorSubject::Logs, ErrorVerb::Read, e))
-}
-
-fn read_meta<T: for<'de> serde::Deserialize<'de>>(
-    engine: &dyn Engine,
-    key: &[u8],
-) -> Result<Option<T>, StorageError> {
-    let subject = ErrorSubject::Store;
-    match engine.get(Space::RaftMeta, key) {
-        Ok(Some(bytes)) => decode(&bytes)
-            .map(Some)
-            .map_err(|e| storage_io_error(subject, ErrorVerb::Read, e)),
-        Ok(None) => Ok(None),
-        Err(e) => Err(storage_io_error(subject, ErrorVerb::Read, e)),
-    }
-}
-
-/// Folds queued requests into one engine write, makes it durable once, then completes them.
-fn writer_loop(engine: &dyn Engine, pending: &Pending, rx: mpsc::Receiver<WriteRequest>) {
+/// Folds queued requests into one WAL write, made durable once, then completes
+/// them in order. Stops at the first failure: the file's state is then unknown.
+fn writer_loop(mut wal: Wal, pending: &Pending, rx: mpsc::Receiver<WriteRequest>) {
     while let Ok(first) = rx.recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -161,37 +132,34 @@ fn writer_loop(engine: &dyn Engine, pending: &Pending, rx: mpsc::Receiver<WriteR
                 Err(_) => break,
             }
         }
-        let mut batch = WriteBatch::new();
-        let mut durable = false;
-        for req in &mut group {
-            batch.ops.append(&mut req.batch.ops);
-            durable |= req.durable;
-        }
-        let durability = if durable {
-            Durability::Immediate
-        } else {
-            Durability::Deferred
-        };
-        let result: Result<(), EngineError> = engine.write(batch, durability);
+        let records: Vec<Record<&Entry>> = group
+            .iter()
+            .flat_map(|req| req.records.iter().map(Record::as_ref))
+            .collect();
+        let purged = records.iter().any(|r| matches!(r, Record::Purge(_)));
+        let result = wal.write(&records).map_err(|e| e.to_string());
+        drop(records);
         if result.is_ok() {
             let mut pending = pending.lock().expect("pending lock");
-            for entry in group.iter().flat_map(|req| &req.stored) {
-                let index = entry.get_log_id().index;
-                if pending.get(&index).is_some_and(|p| Arc::ptr_eq(p, entry)) {
-                    pending.remove(&index);
+            for req in &group {
+                for record in &req.records {
+                    let Record::Entry(entry) = record else {
+                        continue;
+                    };
+                    let index = entry.get_log_id().index;
+                    if pending.get(&index).is_some_and(|p| Arc::ptr_eq(p, entry)) {
+                        pending.remove(&index);
+                    }
                 }
             }
         }
         for req in group {
             match req.completion {
-                Completion::Flushed(cb) => cb.log_io_completed(
-                    result
-                        .as_ref()
-                        .map(|_| ())
-                        .map_err(|e| std::io::Error::other(e.to_string())),
-                ),
+                Completion::Flushed(cb) => {
+                    cb.log_io_completed(result.clone().map_err(std::io::Error::other))
+                }
                 Completion::Done(tx) => {
-                    let _ = tx.send(result.as_ref().map(|_| ()).map_err(|e| e.to_string()));
+                    let _ = tx.send(result.clone());
                 }
                 Completion::None => {}
             }
@@ -199,6 +167,14 @@ fn writer_loop(engine: &dyn Engine, pending: &Pending, rx: mpsc::Receiver<WriteR
         if let Err(e) = result {
             tracing::error!(error = %e, "raft log write failed; stopping the log writer");
             return;
+        }
+        // On this thread, so that no write lands between copying the live
+        // entries and switching to the new file.
+        if purged {
+            if let Err(e) = wal.rewrite_if_worthwhile() {
+                tracing::error!(error = %e, "raft log rewrite failed; stopping the log writer");
+                return;
+            }
         }
     }
 }
@@ -218,7 +194,10 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(&i) => Some(i),
             Bound::Unbounded => None,
         };
-        // Snapshot the pending entries first: whatever is not there any more is in the engine.
+        if end.is_some_and(|end| end <= start) {
+            return Ok(Vec::new());
+        }
+        // Snapshot the pending entries first: whatever is not there any more is in the WAL.
         let pending: Vec<Arc<Entry>> = {
             let pending = self.pending.lock().expect("pending lock");
             match end {
@@ -227,24 +206,10 @@ impl RaftLogReader<TypeConfig> for LogStore {
             }
         };
         let first_pending = pending.first().map(|e| e.get_log_id().index);
-        let disk_end = first_pending.or(end);
-        let start_key = log_key(start);
-        let end_key = disk_end.map(log_key);
-        let mut entries = Vec::new();
-        if disk_end.is_none_or(|e| e > start) {
-            let rows = self
-                .engine
-                .scan(
-                    Space::RaftLog,
-                    ScanRange::new(&start_key, end_key.as_ref().map(|k| &k[..])),
-                    false,
-                    0,
-                )
-                .map_err(|e| storage_io_error(ErrorSubject::Logs, ErrorVerb::Read, e))?;
-            for (_, bytes) in rows {
-                entries.push(decode_entry(&bytes)?);
-            }
-        }
+        let mut entries = self
+            .wal
+            .read_entries(start, first_pending.or(end))
+            .map_err(|e| storage_io_error(ErrorSubject::Logs, ErrorVerb::Read, e))?;
         entries.extend(pending.iter().map(|e| (**e).clone()));
         Ok(entries)
     }
@@ -254,8 +219,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
-        let last_purged_log_id = *self.purged.lock().expect("purged lock");
-        let last_log_id = self.last_log_id()?.or(last_purged_log_id);
+        let last_purged_log_id = self.wal.purged();
+        let last_log_id = self.last_log_id().or(last_purged_log_id);
         Ok(LogState {
             last_purged_log_id,
             last_log_id,
@@ -267,23 +232,18 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<u64>) -> Result<(), StorageError> {
-        let mut batch = WriteBatch::new();
-        batch.put(Space::RaftMeta, VOTE, encode(vote));
-        self.write_and_wait(batch, ErrorSubject::Vote).await
+        self.write_and_wait(Record::Vote(*vote), ErrorSubject::Vote)
+            .await
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<u64>>, StorageError> {
-        read_meta(&*self.engine, VOTE)
+        Ok(self.wal.vote())
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        // Not flushed on its own: losing it in a crash only means re-learning it from the leader.
-        let mut batch = WriteBatch::new();
-        batch.put(Space::RaftMeta, COMMITTED, encode(&committed));
+        *self.committed.lock().expect("committed lock") = committed;
         let req = WriteRequest {
-            batch,
-            durable: false,
-            stored: Vec::new(),
+            records: vec![Record::Committed(committed)],
             completion: Completion::None,
         };
         self.writer
@@ -292,7 +252,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
-        Ok(read_meta::<Option<LogId>>(&*self.engine, COMMITTED)?.flatten())
+        Ok(*self.committed.lock().expect("committed lock"))
     }
 
     async fn append<I>(
@@ -304,22 +264,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
-        let mut batch = WriteBatch::new();
-        let mut stored = Vec::new();
+        let mut records = Vec::new();
         {
             let mut pending = self.pending.lock().expect("pending lock");
             for entry in entries {
-                let index = entry.get_log_id().index;
-                batch.put(Space::RaftLog, log_key(index), encode(&entry));
                 let entry = Arc::new(entry);
-                pending.insert(index, entry.clone());
-                stored.push(entry);
+                pending.insert(entry.get_log_id().index, entry.clone());
+                records.push(Record::Entry(entry));
             }
         }
         let req = WriteRequest {
-            batch,
-            durable: true,
-            stored,
+            records,
             completion: Completion::Flushed(callback),
         };
         self.writer
@@ -332,18 +287,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .lock()
             .expect("pending lock")
             .split_off(&log_id.index);
-        let mut batch = WriteBatch::new();
-        batch.delete_range(Space::RaftLog, log_key(log_id.index), log_key(u64::MAX));
-        batch.delete(Space::RaftLog, log_key(u64::MAX));
-        self.write_and_wait(batch, ErrorSubject::Logs).await
+        self.write_and_wait(Record::Truncate(log_id.index), ErrorSubject::Logs)
+            .await
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        let mut batch = WriteBatch::new();
-        batch.put(Space::RaftMeta, PURGED, encode(&log_id));
-        batch.delete_range(Space::RaftLog, log_key(0), log_key(log_id.index + 1));
-        self.write_and_wait(batch, ErrorSubject::Logs).await?;
-        *self.purged.lock().expect("purged lock") = Some(log_id);
-        Ok(())
+        self.write_and_wait(Record::Purge(log_id), ErrorSubject::Logs)
+            .await
     }
 }

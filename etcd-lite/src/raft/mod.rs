@@ -12,6 +12,7 @@ mod network;
 mod node;
 mod service;
 mod state_machine;
+mod wal;
 
 use std::fmt;
 use std::io::Cursor;
