@@ -211,12 +211,9 @@ impl Member {
                 .add_service(PeerService::leases_server(node.clone()));
             tasks.spawn(serve(router, listener, shutdown_rx.clone()));
         }
-        for listener in listeners.client {
-            tasks.spawn(serve(server.client_router(), listener, shutdown_rx.clone()));
-        }
         tasks.spawn(lease_loop(server.clone(), shutdown_rx.clone()));
         tasks.spawn(watch_catch_up_loop(server.clone(), shutdown_rx.clone()));
-        tasks.spawn(publish_loop(
+        let publish = publish_loop(
             server.clone(),
             MemberAttributes {
                 id,
@@ -224,7 +221,19 @@ impl Member {
                 client_urls: cfg.advertise_client_urls.clone(),
             },
             shutdown_rx.clone(),
-        ));
+        );
+        // As etcd: clients are served once this member has published its name and
+        // client URLs, so whoever reaches it finds it complete in the member list.
+        let client_router = server.client_router();
+        let client_shutdown = shutdown_rx.clone();
+        tasks.spawn(async move {
+            if publish.await {
+                let serving = listeners.client.into_iter().map(|listener| {
+                    serve(client_router.clone(), listener, client_shutdown.clone())
+                });
+                futures::future::join_all(serving).await;
+            }
+        });
         if cfg.auto_compaction != AutoCompaction::Off {
             tasks.spawn(compaction_loop(
                 server.clone(),
@@ -348,12 +357,13 @@ async fn watch_catch_up_loop(server: Arc<EtcdServer>, shutdown: watch::Receiver<
     }
 }
 
-/// Publishes this member's name and client URLs through Raft (etcd's `publish`), once they differ.
+/// Publishes this member's name and client URLs through Raft (etcd's `publish`),
+/// unless they are already; returns false if the member stopped first.
 async fn publish_loop(
     server: Arc<EtcdServer>,
     attrs: MemberAttributes,
     shutdown: watch::Receiver<bool>,
-) {
+) -> bool {
     let stop = stopped(shutdown);
     tokio::pin!(stop);
     loop {
@@ -364,20 +374,20 @@ async fn publish_loop(
             .into_iter()
             .any(|m| m == attrs);
         if published {
-            return;
+            return true;
         }
         tokio::select! {
-            _ = &mut stop => return,
+            _ = &mut stop => return false,
             result = server.propose(Command::PublishMember(attrs.clone())) => match result {
                 Ok(_) => {
                     tracing::info!(name = %attrs.name, client_urls = ?attrs.client_urls, "published member attributes");
-                    return;
+                    return true;
                 }
                 Err(e) => tracing::debug!(error = %e, "publishing member attributes; will retry"),
             },
         }
         tokio::select! {
-            _ = &mut stop => return,
+            _ = &mut stop => return false,
             _ = tokio::time::sleep(Duration::from_millis(500)) => {}
         }
     }
