@@ -308,16 +308,23 @@ async fn serve(
     }
 }
 
-/// On the leader: revoke expired leases through Raft.
-async fn lease_loop(server: Arc<EtcdServer>, shutdown: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(LEASE_TICK);
+/// Calls `step` every `period` until the member stops (a late tick is delayed, not bunched).
+async fn every(period: Duration, shutdown: watch::Receiver<bool>, mut step: impl FnMut()) {
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let stop = stopped(shutdown);
     tokio::pin!(stop);
     loop {
         tokio::select! {
             _ = &mut stop => return,
-            _ = tick.tick() => {}
+            _ = tick.tick() => step(),
         }
+    }
+}
+
+/// On the leader: revoke expired leases through Raft.
+async fn lease_loop(server: Arc<EtcdServer>, shutdown: watch::Receiver<bool>) {
+    every(LEASE_TICK, shutdown, || {
         let status = server.node.status();
         let leader_term = status.is_leader.then_some(status.term);
         let leases = server.sm().store().leases();
@@ -335,26 +342,20 @@ async fn lease_loop(server: Arc<EtcdServer>, shutdown: watch::Receiver<bool>) {
                 }
             });
         }
-    }
+    })
+    .await
 }
 
 /// Replays history to watchers that fell behind.
 async fn watch_catch_up_loop(server: Arc<EtcdServer>, shutdown: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(WATCH_CATCH_UP_TICK);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let stop = stopped(shutdown);
-    tokio::pin!(stop);
-    loop {
-        tokio::select! {
-            _ = &mut stop => return,
-            _ = tick.tick() => {}
-        }
+    every(WATCH_CATCH_UP_TICK, shutdown, || {
         let hub = server.sm().hub();
         if hub.has_unsynced() {
             let store = server.sm().store();
             hub.catch_up(&store);
         }
-    }
+    })
+    .await
 }
 
 /// Publishes this member's name and client URLs through Raft (etcd's `publish`),

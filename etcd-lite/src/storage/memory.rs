@@ -46,14 +46,14 @@ impl Engine for MemoryEngine {
         reverse: bool,
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, EngineError> {
-        if range.end.is_some_and(|end| end <= range.start) {
+        if range.is_empty() {
             return Ok(Vec::new());
         }
         let spaces = self.spaces.read().expect("memory engine lock poisoned");
         let Some(map) = spaces.get(&space) else {
             return Ok(Vec::new());
         };
-        let limit = if limit == 0 { usize::MAX } else { limit };
+        let limit = super::scan_limit(limit);
         let iter = map.range::<[u8], _>(bounds(&range));
         let clone = |(k, v): (&Vec<u8>, &Vec<u8>)| (k.clone(), v.clone());
         Ok(if reverse {

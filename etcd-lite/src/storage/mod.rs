@@ -166,6 +166,20 @@ impl<'a> ScanRange<'a> {
     pub fn new(start: &'a [u8], end: Option<&'a [u8]>) -> Self {
         ScanRange { start, end }
     }
+
+    /// Whether no key can fall in the range (`end <= start`).
+    pub fn is_empty(&self) -> bool {
+        self.end.is_some_and(|end| end <= self.start)
+    }
+}
+
+/// [`Engine::scan`]'s `limit`, with 0 meaning "no limit".
+pub(crate) fn scan_limit(limit: usize) -> usize {
+    if limit == 0 {
+        usize::MAX
+    } else {
+        limit
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -176,14 +176,14 @@ impl Engine for RedbEngine {
         reverse: bool,
         limit: usize,
     ) -> Result<Entries, EngineError> {
-        if range.end.is_some_and(|end| end <= range.start) {
+        if range.is_empty() {
             return Ok(Vec::new());
         }
         let end = match range.end {
             Some(end) => Bound::Excluded(end),
             None => Bound::Unbounded,
         };
-        let limit = if limit == 0 { usize::MAX } else { limit };
+        let limit = super::scan_limit(limit);
         self.read(space, Vec::new(), |table| {
             let iter = table.range::<&[u8]>((Bound::Included(range.start), end))?;
             let iter: Box<dyn Iterator<Item = _>> = if reverse {

@@ -170,7 +170,7 @@ impl Engine for SledEngine {
         reverse: bool,
         limit: usize,
     ) -> Result<Entries, EngineError> {
-        if range.end.is_some_and(|end| end <= range.start) {
+        if range.is_empty() {
             return Ok(Vec::new());
         }
         let start = prefixed(space, range.start);
@@ -178,7 +178,7 @@ impl Engine for SledEngine {
             Some(end) => prefixed(space, end),
             None => space_end(space),
         };
-        let limit = if limit == 0 { usize::MAX } else { limit };
+        let limit = super::scan_limit(limit);
         let _gate = self.gate.read().unwrap_or_else(PoisonError::into_inner);
         let iter = self.db.range(start..end);
         let iter: Box<dyn Iterator<Item = _>> = if reverse {
