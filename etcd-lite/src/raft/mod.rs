@@ -40,11 +40,22 @@ impl fmt::Display for MemberNode {
     }
 }
 
+/// What one Raft entry carries: commands proposed together, applied in order.
+///
+/// openraft 0.9 waits for each log append to be flushed before it appends the
+/// next, so the leader packs the commands that arrive meanwhile into one entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Proposal(pub Vec<Command>);
+
+/// The results of a [`Proposal`]'s commands, in the same order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProposalResult(pub Vec<Applied>);
+
 openraft::declare_raft_types!(
     /// The types etcd-lite instantiates openraft with.
     pub TypeConfig:
-        D = Command,
-        R = Applied,
+        D = Proposal,
+        R = ProposalResult,
         NodeId = u64,
         Node = MemberNode,
         Entry = openraft::Entry<TypeConfig>,

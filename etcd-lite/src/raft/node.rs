@@ -19,7 +19,7 @@ use tokio::time::Instant;
 
 use super::network::{peer_client, PeerNetwork};
 use super::state_machine::SmShared;
-use super::{decode, encode, MemberNode, MembershipChange, Raft};
+use super::{decode, encode, MemberNode, MembershipChange, Proposal, Raft};
 use crate::lessor::Lessor;
 use crate::mvcc::{Applied, Command};
 
@@ -89,6 +89,16 @@ pub enum LeaseCall {
     TimeToLive,
 }
 
+/// Most commands packed into one Raft entry.
+const MAX_PROPOSAL_COMMANDS: usize = 256;
+
+/// Commands waiting to be proposed together (see [`RaftNode::propose_local`]).
+#[derive(Default)]
+struct ProposalBatch {
+    in_flight: bool,
+    waiting: Vec<(Command, oneshot::Sender<Result<Applied, ProposeError>>)>,
+}
+
 /// A status snapshot for the Maintenance API.
 #[derive(Debug, Clone)]
 pub struct RaftStatus {
@@ -117,6 +127,7 @@ pub struct RaftNode {
     network: PeerNetwork,
     request_timeout: Duration,
     reads: Mutex<ReadBatch>,
+    proposals: Mutex<ProposalBatch>,
     lessor: Arc<Lessor>,
 }
 
@@ -136,6 +147,7 @@ impl RaftNode {
             network,
             request_timeout,
             reads: Mutex::default(),
+            proposals: Mutex::default(),
             lessor,
         })
     }
@@ -254,7 +266,7 @@ impl RaftNode {
     }
 
     /// Proposes `cmd` through the leader and returns its applied result.
-    pub async fn propose(&self, cmd: Command) -> Result<Applied, ProposeError> {
+    pub async fn propose(self: &Arc<Self>, cmd: Command) -> Result<Applied, ProposeError> {
         let deadline = Instant::now() + self.request_timeout;
         loop {
             let (leader, node) = self.leader(deadline).await?;
@@ -271,16 +283,66 @@ impl RaftNode {
         }
     }
 
-    /// Proposes on this member, which must be the leader.
+    /// Proposes on this member, which must be the leader. Commands that arrive
+    /// while a proposal is being written go together into the next one.
+    ///
+    /// The batch is written by its own task, so a caller that gives up does not
+    /// abandon the commands of others.
     pub async fn propose_local(
-        &self,
+        self: &Arc<Self>,
         cmd: Command,
         deadline: Instant,
     ) -> Result<Applied, ProposeError> {
-        match tokio::time::timeout_at(deadline, self.raft.client_write(cmd)).await {
-            Err(_) => Err(ProposeError::Timeout),
-            Ok(Ok(resp)) => Ok(resp.data),
-            Ok(Err(e)) => Err(write_error(e)),
+        let (tx, rx) = oneshot::channel();
+        let start = {
+            let mut batch = self.proposals.lock().expect("proposal batch lock");
+            batch.waiting.push((cmd, tx));
+            !std::mem::replace(&mut batch.in_flight, true)
+        };
+        if start {
+            let node = Arc::clone(self);
+            tokio::spawn(async move { node.write_proposals().await });
+        }
+        match tokio::time::timeout_at(deadline, rx).await {
+            Err(_) | Ok(Err(_)) => Err(ProposeError::Timeout),
+            Ok(Ok(result)) => result,
+        }
+    }
+
+    /// Writes batched proposals, one Raft entry at a time, until none is waiting.
+    async fn write_proposals(&self) {
+        loop {
+            let waiting = {
+                let mut batch = self.proposals.lock().expect("proposal batch lock");
+                if batch.waiting.is_empty() {
+                    batch.in_flight = false;
+                    return;
+                }
+                let take = batch.waiting.len().min(MAX_PROPOSAL_COMMANDS);
+                batch.waiting.drain(..take).collect::<Vec<_>>()
+            };
+            let (commands, senders): (Vec<Command>, Vec<_>) = waiting.into_iter().unzip();
+            let deadline = Instant::now() + self.request_timeout;
+            let written =
+                tokio::time::timeout_at(deadline, self.raft.client_write(Proposal(commands))).await;
+            match written {
+                Ok(Ok(resp)) => {
+                    for (tx, applied) in senders.into_iter().zip(resp.data.0) {
+                        let _ = tx.send(Ok(applied));
+                    }
+                }
+                Ok(Err(e)) => {
+                    let err = write_error(e);
+                    for tx in senders {
+                        let _ = tx.send(Err(err.clone()));
+                    }
+                }
+                Err(_) => {
+                    for tx in senders {
+                        let _ = tx.send(Err(ProposeError::Timeout));
+                    }
+                }
+            }
         }
     }
 

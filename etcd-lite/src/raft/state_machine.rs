@@ -28,10 +28,10 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::{
-    decode, encode, storage_io_error, Entry, LogId, MemberNode, StorageError, StoredMembership,
-    TypeConfig,
+    decode, encode, storage_io_error, Entry, LogId, MemberNode, Proposal, ProposalResult,
+    StorageError, StoredMembership, TypeConfig,
 };
-use crate::mvcc::{Applied, AppliedBody, Store};
+use crate::mvcc::Store;
 use crate::storage::{Durability, Engine, ScanRange, Space, WriteBatch};
 use crate::watch::WatchHub;
 
@@ -176,7 +176,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok(self.shared.applied.read().expect("applied lock").clone())
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Applied>, StorageError>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<ProposalResult>, StorageError>
     where
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
@@ -191,29 +191,26 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut membership = None;
         for entry in entries {
             let log_id = *entry.get_log_id();
-            let applied = match entry.payload {
-                EntryPayload::Normal(cmd) => store
-                    .apply(&cmd, &mut batch)
-                    .map_err(|e| sm_err(ErrorVerb::Write, e))?,
-                EntryPayload::Blank => Applied {
-                    revision: store.revision(),
-                    body: AppliedBody::Noop,
-                    events: vec![],
-                },
-                EntryPayload::Membership(m) => {
-                    membership = Some(StoredMembership::new(Some(log_id), m));
-                    Applied {
-                        revision: store.revision(),
-                        body: AppliedBody::Noop,
-                        events: vec![],
+            let mut results = Vec::new();
+            match entry.payload {
+                EntryPayload::Normal(Proposal(commands)) => {
+                    for cmd in &commands {
+                        let applied = store
+                            .apply(cmd, &mut batch)
+                            .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+                        if !applied.events.is_empty() {
+                            shared.hub.publish(&applied.events);
+                        }
+                        results.push(applied);
                     }
                 }
+                EntryPayload::Blank => {}
+                EntryPayload::Membership(m) => {
+                    membership = Some(StoredMembership::new(Some(log_id), m));
+                }
             };
-            if !applied.events.is_empty() {
-                shared.hub.publish(&applied.events);
-            }
             last = Some(log_id);
-            responses.push(applied);
+            responses.push(ProposalResult(results));
         }
         let Some(last) = last else {
             return Ok(responses);

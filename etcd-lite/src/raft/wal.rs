@@ -531,6 +531,7 @@ mod tests {
 
     use super::*;
     use crate::mvcc::{Command, MemberAttributes};
+    use crate::raft::Proposal;
 
     fn log_id(term: u64, index: u64) -> LogId {
         LogId::new(CommittedLeaderId::new(term, 1), index)
@@ -540,11 +541,13 @@ mod tests {
     fn entry(term: u64, index: u64) -> Entry {
         Entry {
             log_id: log_id(term, index),
-            payload: EntryPayload::Normal(Command::PublishMember(MemberAttributes {
-                id: index,
-                name: format!("member-{term}-{index}-{}", "x".repeat(64)),
-                client_urls: vec![],
-            })),
+            payload: EntryPayload::Normal(Proposal(vec![Command::PublishMember(
+                MemberAttributes {
+                    id: index,
+                    name: format!("member-{term}-{index}-{}", "x".repeat(64)),
+                    client_urls: vec![],
+                },
+            )])),
         }
     }
 
@@ -566,9 +569,12 @@ mod tests {
             .map(|e| {
                 let (term, index) = (e.log_id.leader_id.term, e.log_id.index);
                 match e.payload {
-                    EntryPayload::Normal(Command::PublishMember(m)) => {
-                        assert!(m.name.starts_with(&format!("member-{term}-{index}-")));
-                    }
+                    EntryPayload::Normal(Proposal(cmds)) => match cmds.as_slice() {
+                        [Command::PublishMember(m)] => {
+                            assert!(m.name.starts_with(&format!("member-{term}-{index}-")));
+                        }
+                        other => panic!("entry {index} has commands {other:?}"),
+                    },
                     other => panic!("entry {index} has payload {other:?}"),
                 }
                 (term, index)
