@@ -207,7 +207,7 @@ impl WatchHub {
     }
 
     /// Marks every watcher unsynced, after the store was replaced by a snapshot.
-    pub fn resync(&self, _store: &Store) {
+    pub fn resync(&self) {
         for w in self.watchers.lock().expect("watch hub lock").values_mut() {
             w.synced = false;
         }

@@ -276,7 +276,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             *store = Store::open(shared.engine.clone()).map_err(|e| sm_err(ErrorVerb::Read, e))?;
             *shared.applied.write().expect("applied lock") =
                 (meta.last_log_id, meta.last_membership.clone());
-            shared.hub.resync(&store);
+            shared.hub.resync();
         }
         shared
             .applied_tx

@@ -2,7 +2,8 @@
 //! named keyspaces and atomic batches, implemented on sled, redb and in memory.
 //!
 //! Entry point: [`open`] picks an engine by [`EngineKind`]; everything above this
-//! module (Raft log, MVCC keyspace, leases) talks only to [`Engine`].
+//! module (the MVCC keyspace, leases, the state machine's metadata) talks only
+//! to [`Engine`]. The Raft log is not here: it has its own WAL (`raft/wal.rs`).
 //!
 //! # To ensure correctness
 //! An implementation must guarantee:
@@ -33,9 +34,10 @@ pub use self::sled::SledEngine;
 /// A keyspace inside the engine; each is an independent ordered map.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Space {
-    /// Raft log entries, keyed by big-endian log index.
+    /// An ordered log keyed by big-endian index. The server keeps its Raft log
+    /// in its WAL instead; the engine tests use this space for log-like writes.
     RaftLog,
-    /// Raft's own small state: vote, committed log id, purged log id.
+    /// Small log metadata; like `RaftLog`, unused by the server.
     RaftMeta,
     /// MVCC revisions: key = revision (main, sub, tombstone mark), value = KeyValue.
     Kv,
