@@ -1,0 +1,9 @@
+//! The object model every ferrokube component shares: upstream's Kubernetes
+//! types (re-exported from `k8s-openapi`), the table of served resources, and
+//! pure helpers (selectors, name validation, patches). No I/O lives here.
+
+pub use k8s_openapi;
+
+pub mod resources;
+
+pub use resources::{GroupVersion, ResourceInfo, RESOURCES};

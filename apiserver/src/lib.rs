@@ -1,0 +1,5 @@
+//! kube-apiserver: the Kubernetes REST API that kubectl uses and the gRPC API
+//! the components use, over one registry stored in etcd-lite.
+
+pub mod config;
+pub mod error;
