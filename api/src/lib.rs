@@ -7,3 +7,4 @@ pub use k8s_openapi;
 pub mod resources;
 
 pub use resources::{GroupVersion, ResourceInfo, RESOURCES};
+pub mod validation;
