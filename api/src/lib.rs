@@ -7,4 +7,5 @@ pub use k8s_openapi;
 pub mod resources;
 
 pub use resources::{GroupVersion, ResourceInfo, RESOURCES};
+pub mod selector;
 pub mod validation;
