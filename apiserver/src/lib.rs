@@ -1,5 +1,8 @@
 //! kube-apiserver: the Kubernetes REST API that kubectl uses and the gRPC API
 //! the components use, over one registry stored in etcd-lite.
 
+pub mod auth;
 pub mod config;
 pub mod error;
+pub mod pki;
+pub mod tls;
