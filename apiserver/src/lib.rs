@@ -2,4 +2,5 @@
 //! the components use, over one registry stored in etcd-lite.
 
 pub mod config;
+pub mod discovery;
 pub mod error;
