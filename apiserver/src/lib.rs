@@ -3,6 +3,8 @@
 
 pub mod auth;
 pub mod config;
+pub mod discovery;
 pub mod error;
 pub mod pki;
+pub mod table;
 pub mod tls;
