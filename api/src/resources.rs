@@ -177,20 +177,13 @@ pub static RESOURCES: &[ResourceInfo] = &[
         core("Pod", "pods", "pod", true),
         &["po"],
         ALL,
-        &[
-            "status",
-            "binding",
-            "eviction",
-            "log",
-            "exec",
-            "portforward",
-        ],
+        &["status", "binding", "eviction"],
     ),
     with(
         core("Node", "nodes", "node", false),
         &["no"],
         &[],
-        &["status", "proxy"],
+        &["status"],
     ),
     ResourceInfo {
         verbs: NO_DELETECOLLECTION,
@@ -198,7 +191,7 @@ pub static RESOURCES: &[ResourceInfo] = &[
             core("Service", "services", "service", true),
             &["svc"],
             ALL,
-            &["status", "proxy"],
+            &["status"],
         )
     },
     with(
@@ -218,7 +211,7 @@ pub static RESOURCES: &[ResourceInfo] = &[
         core("ServiceAccount", "serviceaccounts", "serviceaccount", true),
         &["sa"],
         &[],
-        &["token"],
+        &[],
     ),
     with(core("Event", "events", "event", true), &["ev"], &[], &[]),
     with(
