@@ -4,4 +4,5 @@
 pub mod config;
 pub mod discovery;
 pub mod error;
+pub mod openapi;
 pub mod table;
