@@ -7,5 +7,6 @@ pub use k8s_openapi;
 pub mod resources;
 
 pub use resources::{GroupVersion, ResourceInfo, RESOURCES};
+pub mod patch;
 pub mod selector;
 pub mod validation;
