@@ -177,8 +177,8 @@ fn split_term(term: &str) -> Option<(&str, FieldOperator, &str)> {
             ("==", FieldOperator::Equals),
             ("=", FieldOperator::Equals),
         ] {
-            if rest.starts_with(op) {
-                return Some((&term[..i], operator, &rest[op.len()..]));
+            if let Some(value) = rest.strip_prefix(op) {
+                return Some((&term[..i], operator, value));
             }
         }
     }
