@@ -308,14 +308,21 @@ impl Storage {
     }
 
     /// A stream of changes under `prefix` from revision `from` (inclusive),
-    /// with previous values. The stream ends with an error when etcd cancels
-    /// the watch (e.g. `from` was compacted); the caller relists.
+    /// with previous values, and a handle to ask etcd for a progress
+    /// notification (the store's current revision once everything before it
+    /// was delivered). The stream ends with an error when etcd cancels the
+    /// watch (e.g. `from` was compacted); the caller relists.
     pub async fn watch(
         &self,
         prefix: &str,
         from: i64,
-    ) -> Result<impl Stream<Item = Result<Vec<Change>, StorageError>> + Send + 'static, StorageError>
-    {
+    ) -> Result<
+        (
+            ProgressRequester,
+            impl Stream<Item = Result<Vec<Change>, StorageError>> + Send + 'static,
+        ),
+        StorageError,
+    > {
         let opts = WatchOptions::new()
             .with_range(prefix_end(prefix))
             .with_start_revision(from)
@@ -324,27 +331,34 @@ impl Storage {
         let mut watch = self.client.watch_client();
         let stream = timed(watch.watch(prefix, Some(opts))).await?;
         let (sender, responses) = stream.split();
-        Ok(futures::stream::unfold(
-            Some((sender, responses)),
-            move |state| async move {
-                let (sender, mut responses) = state?;
-                let item = match responses.message().await {
-                    Ok(Some(resp)) if resp.canceled() => Err(StorageError::Compacted {
-                        requested: from,
-                        compacted: resp.compact_revision(),
-                    }),
-                    Ok(Some(resp)) => changes(&resp),
-                    Ok(None) => Err(StorageError::Etcd(etcd_client::Error::WatchError(
-                        "watch stream closed".into(),
-                    ))),
-                    Err(e) => Err(map_etcd(e)),
-                };
-                // The stream ends after its first error; the sender is kept
-                // alive until then so that etcd keeps the watch open.
-                let next = item.is_ok().then_some((sender, responses));
-                Some((item, next))
-            },
-        ))
+        let stream = futures::stream::unfold(Some(responses), move |state| async move {
+            let mut responses = state?;
+            let item = match responses.message().await {
+                Ok(Some(resp)) if resp.canceled() => Err(StorageError::Compacted {
+                    requested: from,
+                    compacted: resp.compact_revision(),
+                }),
+                Ok(Some(resp)) => changes(&resp),
+                Ok(None) => Err(StorageError::Etcd(etcd_client::Error::WatchError(
+                    "watch stream closed".into(),
+                ))),
+                Err(e) => Err(map_etcd(e)),
+            };
+            // The stream ends after its first error.
+            let next = item.is_ok().then_some(responses);
+            Some((item, next))
+        });
+        Ok((ProgressRequester(sender), stream))
+    }
+}
+
+/// Asks etcd for a progress notification on one watch; keeping it alive
+/// keeps the watch open.
+pub struct ProgressRequester(etcd_client::WatchRequestSender);
+
+impl ProgressRequester {
+    pub async fn request(&mut self) -> Result<(), StorageError> {
+        self.0.request_progress().await.map_err(StorageError::Etcd)
     }
 }
 

@@ -81,6 +81,9 @@ pub struct WatchCache {
     capacity: usize,
     state: Mutex<State>,
     revision: watch::Sender<i64>,
+    /// Set when a reader waits for a revision the cache has not seen: the
+    /// cache then asks etcd for a progress notification.
+    progress_wanted: tokio::sync::Notify,
 }
 
 /// Why a watch could not start.
@@ -131,6 +134,7 @@ impl WatchCache {
                 ready: false,
             }),
             revision: watch::channel(0).0,
+            progress_wanted: tokio::sync::Notify::new(),
         });
         let weak = Arc::downgrade(&cache);
         tokio::spawn(async move {
@@ -179,10 +183,17 @@ impl WatchCache {
             state.events = broadcast::channel(LIVE_BUFFER).0;
         }
         self.revision.send_replace(revision);
-        let mut changes = Box::pin(storage.watch(&self.prefix, revision + 1).await?);
-        while let Some(batch) = changes.next().await {
-            for change in batch? {
-                self.apply(change);
+        let (mut progress, changes) = storage.watch(&self.prefix, revision + 1).await?;
+        let mut changes = Box::pin(changes);
+        loop {
+            tokio::select! {
+                batch = changes.next() => {
+                    let Some(batch) = batch else { break };
+                    for change in batch? {
+                        self.apply(change);
+                    }
+                }
+                _ = self.progress_wanted.notified() => progress.request().await?,
             }
         }
         Err(StorageError::Etcd(etcd_client::Error::WatchError(
@@ -248,6 +259,9 @@ impl WatchCache {
     /// Waits until the cache has applied everything up to `revision`.
     pub async fn wait_for(&self, revision: i64, timeout: Duration) -> Result<(), WatchError> {
         let mut rx = self.revision.subscribe();
+        if *rx.borrow() < revision {
+            self.progress_wanted.notify_one();
+        }
         let reached = tokio::time::timeout(timeout, rx.wait_for(|r| *r >= revision)).await;
         match reached {
             Ok(Ok(_)) => Ok(()),

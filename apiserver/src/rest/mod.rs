@@ -210,7 +210,7 @@ fn discovery_root(state: &AppState, headers: &HeaderMap, root: DiscoveryRoot) ->
 }
 
 async fn openapi_index(State(state): State<Arc<AppState>>) -> Response {
-    let mut resp = (StatusCode::OK, state.openapi.index()).into_response();
+    let mut resp = (StatusCode::OK, state.openapi.index().bytes.clone()).into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
@@ -223,8 +223,8 @@ async fn openapi_document(
     axum::extract::Path(path): axum::extract::Path<String>,
 ) -> Response {
     match state.openapi.document(&path) {
-        Some(bytes) => {
-            let mut resp = (StatusCode::OK, bytes).into_response();
+        Some(doc) => {
+            let mut resp = (StatusCode::OK, doc.bytes.clone()).into_response();
             resp.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
@@ -235,8 +235,13 @@ async fn openapi_document(
     }
 }
 
-async fn openapi_v2(headers: HeaderMap) -> Response {
-    crate::openapi::v2_response(&accept(&headers))
+/// OpenAPI v2 is not served (kubectl uses v3); the 404 is what kubectl
+/// expects from a server without it.
+async fn openapi_v2() -> Response {
+    json_response(
+        StatusCode::NOT_FOUND,
+        &crate::openapi::v2_not_found_status(),
+    )
 }
 
 fn query_map(q: Option<&str>) -> HashMap<String, String> {
