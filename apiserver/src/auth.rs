@@ -93,10 +93,6 @@ impl Authenticator {
     ///   `system:unauthenticated` if anonymous is enabled, else 401.
     ///
     /// Authenticated users get `system:authenticated` appended.
-    #[allow(
-        clippy::result_large_err,
-        reason = "ApiError is the server's one error type; it is built once per failed request"
-    )]
     pub fn authenticate(
         &self,
         client_cert: Option<&CertificateDer<'_>>,
@@ -317,10 +313,6 @@ pub fn is_health_or_discovery_path(path: &str) -> bool {
 /// do anything; anonymous requests reach only health and discovery paths
 /// (`path_is_health_or_discovery`, see [`is_health_or_discovery_path`]) and
 /// are otherwise 403 with upstream's message.
-#[allow(
-    clippy::result_large_err,
-    reason = "ApiError is the server's one error type; it is built once per failed request"
-)]
 pub fn authorize(
     user: &UserInfo,
     path_is_health_or_discovery: bool,
