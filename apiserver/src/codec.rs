@@ -38,7 +38,8 @@ impl FieldValidation {
     }
 }
 
-/// Parses a body as JSON, or as YAML when the content type says so.
+/// Parses a body as JSON, or as YAML or Kubernetes protobuf when the content
+/// type says so.
 pub fn parse_body(content_type: &str, body: &[u8]) -> Result<Value, ApiError> {
     let media = content_type.split(';').next().unwrap_or("").trim();
     match media {
@@ -55,7 +56,7 @@ pub fn parse_body(content_type: &str, body: &[u8]) -> Result<Value, ApiError> {
                 e.column()
             ))
         }),
-        "application/vnd.kubernetes.protobuf" => Err(ApiError::unsupported_media_type(media)),
+        crate::protobuf::MEDIA_TYPE => crate::protobuf::decode(body),
         other => Err(ApiError::unsupported_media_type(other)),
     }
 }

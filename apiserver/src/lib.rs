@@ -10,6 +10,7 @@ pub mod discovery;
 pub mod error;
 pub mod openapi;
 pub mod pki;
+pub mod protobuf;
 pub mod registry;
 pub mod rest;
 pub mod server;
