@@ -8,6 +8,7 @@ pub mod codec;
 pub mod config;
 pub mod discovery;
 pub mod error;
+pub mod grpc;
 pub mod openapi;
 pub mod pki;
 pub mod protobuf;

@@ -1,9 +1,17 @@
 //! The wire contract between ferrokube's daemons: generated tonic/prost code, no logic.
 //!
-//! `raft` is etcd-lite's peer protocol (member ↔ member). The etcd v3 client API
-//! itself is not defined here: it comes from the `etcd-client` crate.
+//! `raft` is etcd-lite's peer protocol (member ↔ member); `api` is the
+//! apiserver's API for the components (`proto/api.proto` documents the error
+//! mapping). The etcd v3 client API itself is not defined here: it comes from
+//! the `etcd-client` crate.
 
 /// etcd-lite member ↔ member: Raft RPCs plus forwarding of proposals and read-index requests to the leader.
 pub mod raft {
     tonic::include_proto!("ferrokube.raft.v1");
+}
+
+/// apiserver ↔ components: get/list/watch/create/update/patch/delete/bind over
+/// the same JSON objects as REST, plus the logs/exec streaming shapes.
+pub mod api {
+    tonic::include_proto!("ferrokube.api.v1");
 }

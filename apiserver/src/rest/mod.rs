@@ -3,7 +3,7 @@
 //! `metav1.Status`. Entry point: [`router`].
 
 pub mod request;
-mod subresource;
+pub(crate) mod subresource;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -77,8 +77,27 @@ fn json_with_type(code: StatusCode, v: &Value, content_type: &'static str) -> Re
     resp
 }
 
-/// The REST router.
+/// The secure port's router: REST, and gRPC for requests with a
+/// `content-type: application/grpc*` (see [`crate::grpc`]), both behind the
+/// same authentication.
 pub fn router(state: Arc<AppState>) -> Router {
+    let rest = rest_router(state.clone());
+    let grpc = crate::grpc::router(state.registry.clone());
+    let by_content_type = tower::service_fn(move |req: Request| {
+        let target = if crate::grpc::is_grpc(req.headers()) {
+            grpc.clone()
+        } else {
+            rest.clone()
+        };
+        tower::ServiceExt::oneshot(target, req)
+    });
+    Router::new()
+        .fallback_service(by_content_type)
+        .layer(middleware::from_fn_with_state(state, authenticate))
+}
+
+/// The REST routes.
+fn rest_router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/healthz", get(health))
         .route("/livez", get(health))
@@ -93,12 +112,12 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/openapi/v3/{*path}", get(openapi_document))
         .route("/openapi/v2", get(openapi_v2))
         .fallback(resource)
-        .layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .with_state(state)
 }
 
 /// Authenticates every request and applies the interim policy: anonymous
-/// requests reach only health and discovery.
+/// requests reach only health and discovery. gRPC requests carry the user
+/// on; the gRPC service refuses anonymous calls itself, per method.
 async fn authenticate(
     State(state): State<Arc<AppState>>,
     mut req: Request,
@@ -119,8 +138,15 @@ async fn authenticate(
         .authenticate(cert.0.as_ref(), authorization.as_deref())
     {
         Ok(u) => u,
+        Err(e) if crate::grpc::is_grpc(req.headers()) => {
+            return crate::grpc::status_from_api_error(&e).into_http()
+        }
         Err(e) => return e.into_response(),
     };
+    if crate::grpc::is_grpc(req.headers()) {
+        req.extensions_mut().insert(user);
+        return next.run(req).await;
+    }
     let path = req.uri().path().to_string();
     if auth::is_anonymous(&user) && !auth::is_health_or_discovery_path(&path) {
         let watch = query_map(req.uri().query())

@@ -205,7 +205,8 @@ fn scale_of(obj: &Value) -> Result<Value, ApiError> {
 
 /// Binds a pod to a node: sets `spec.nodeName` and the PodScheduled
 /// condition, refusing a pod that is already bound or being deleted.
-fn bind(
+/// Shared by REST's `pods/binding` and gRPC's `Bind`.
+pub(crate) fn bind(
     old: &Value,
     pod: &str,
     node: &str,
