@@ -546,9 +546,9 @@ mod tests {
         assert_eq!(pods["singularName"], "pod");
         // Upstream's value for core/v1 Pod.
         assert_eq!(pods["storageVersionHash"], "xPOwRZ+Yhw8=");
-        let log = find("pods/log");
-        assert_eq!(log["kind"], "Pod");
-        assert_eq!(log["verbs"], json!(["get"]));
+        let binding = find("pods/binding");
+        assert_eq!(binding["kind"], "Binding");
+        assert_eq!(binding["verbs"], json!(["create"]));
         let eviction = find("pods/eviction");
         assert_eq!(eviction["group"], "policy");
         assert_eq!(eviction["kind"], "Eviction");
@@ -603,7 +603,7 @@ mod tests {
             .as_array()
             .unwrap()
             .iter()
-            .any(|s| s["subresource"] == "log" && s["verbs"] == json!(["get"])));
+            .any(|s| s["subresource"] == "binding" && s["verbs"] == json!(["create"])));
 
         let groups = aggregated_discovery(DiscoveryRoot::Groups, DiscoveryFormat::AggregatedV2);
         let apps = groups["items"]

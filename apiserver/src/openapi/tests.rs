@@ -111,7 +111,7 @@ fn pod_schema_exists_with_gvk_and_explain_can_walk_to_containers() {
     assert_eq!(list["x-kubernetes-action"], "list");
     assert!(d["paths"]["/api/v1/pods"]["get"].is_object());
     assert!(d["paths"]["/api/v1/nodes/{name}"]["patch"].is_object());
-    assert!(d["paths"]["/api/v1/namespaces/{namespace}/pods/{name}/log"]["get"].is_object());
+    assert!(d["paths"]["/api/v1/namespaces/{namespace}/pods/{name}/status"]["get"].is_object());
 }
 
 #[test]

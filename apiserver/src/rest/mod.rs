@@ -483,7 +483,7 @@ async fn handle(state: &AppState, req: Request) -> Result<Response, ApiError> {
         }
         Verb::Delete => {
             let body = read_body(body, state.max_request_bytes).await?;
-            let opts = delete_options(&q, &body)?;
+            let opts = delete_options(&q, &content_type, &body)?;
             let ctx = context(&user, &q)?;
             match registry.delete(res, ns, &name, &opts, &ctx).await? {
                 Deleted::Pending(obj) => Ok(json_response(StatusCode::OK, &obj)),
@@ -503,7 +503,7 @@ async fn handle(state: &AppState, req: Request) -> Result<Response, ApiError> {
         }
         Verb::DeleteCollection => {
             let body = read_body(body, state.max_request_bytes).await?;
-            let opts = delete_options(&q, &body)?;
+            let opts = delete_options(&q, &content_type, &body)?;
             let list = list_options(&q)?;
             let ctx = context(&user, &q)?;
             let deleted = registry
@@ -544,11 +544,14 @@ fn list_options(q: &HashMap<String, String>) -> Result<ListOptions, ApiError> {
 }
 
 /// DeleteOptions from the query and, as kubectl sends them, the body.
-fn delete_options(q: &HashMap<String, String>, body: &[u8]) -> Result<DeleteOptions, ApiError> {
+fn delete_options(
+    q: &HashMap<String, String>,
+    content_type: &str,
+    body: &[u8],
+) -> Result<DeleteOptions, ApiError> {
     let mut opts = DeleteOptions::default();
     if !body.iter().all(u8::is_ascii_whitespace) {
-        let v: Value = serde_json::from_slice(body)
-            .map_err(|e| ApiError::bad_request(format!("error decoding DeleteOptions: {e}")))?;
+        let v = codec::parse_body(content_type, body)?;
         opts.grace_period_seconds = v.get("gracePeriodSeconds").and_then(Value::as_i64);
         opts.propagation_policy = v
             .get("propagationPolicy")
