@@ -68,7 +68,7 @@ impl Plugin for NamespaceLifecycle {
             return Ok(());
         };
         let namespaces = ferrokube_api::resources::find("", "v1", "namespaces").expect("served");
-        let namespace = attrs.registry.get(namespaces, None, ns).await?;
+        let namespace = attrs.registry.get_cached(namespaces, None, ns).await?;
         let terminating = namespace.pointer("/status/phase").and_then(Value::as_str)
             == Some("Terminating")
             || namespace.pointer("/metadata/deletionTimestamp").is_some();

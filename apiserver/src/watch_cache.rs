@@ -290,6 +290,16 @@ impl WatchCache {
         (items, state.revision)
     }
 
+    /// One object as the cache last saw it.
+    pub fn get(&self, key: &str) -> Option<Arc<Value>> {
+        self.state
+            .lock()
+            .expect("watch cache lock")
+            .objects
+            .get(key)
+            .cloned()
+    }
+
     /// Starts a client watch. The replayed events and the live feed join
     /// without a gap: both are taken under the same lock.
     pub fn subscribe(&self, start: Start) -> Result<Subscription, WatchError> {

@@ -8,6 +8,7 @@
 //!   member `i % 3`, so followers forward to the leader as in real use;
 //! - `get (linearizable), N clients`: same spread, default consistency.
 
+pub mod apiserver;
 pub mod cluster;
 pub mod load;
 pub mod report;

@@ -276,6 +276,21 @@ impl Registry {
         }
     }
 
+    /// GET from the watch cache, falling back to etcd when the cache has
+    /// not seen the object (yet): for admission checks, which upstream also
+    /// answers from informers, so a write costs no extra quorum read.
+    pub async fn get_cached(
+        &self,
+        res: &ResourceInfo,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<Value, ApiError> {
+        match self.cache(res).get(&Self::key(res, namespace, name)) {
+            Some(obj) => Ok((*obj).clone()),
+            None => self.get(res, namespace, name).await,
+        }
+    }
+
     async fn get_stored(
         &self,
         res: &ResourceInfo,
