@@ -297,8 +297,9 @@ mod tests {
         let err = decode_object(pods(), body.clone(), FieldValidation::Strict).unwrap_err();
         assert_eq!(err.code, 400);
         assert!(
-            err.message
-                .starts_with("Pod in version \"v1\" cannot be handled as a Pod: strict decoding error: "),
+            err.message.starts_with(
+                "Pod in version \"v1\" cannot be handled as a Pod: strict decoding error: "
+            ),
             "{}",
             err.message
         );
