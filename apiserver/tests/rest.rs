@@ -906,6 +906,31 @@ async fn service_ips_and_node_ports_are_allocated_once_and_survive_a_restart() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_node_port_services_fill_a_small_range_without_spurious_conflicts() {
+    let cluster = TestCluster::start_with(&["--service-node-port-range=30000-30007"]).await;
+    let api = Api::admin(&cluster);
+    let svcs = "/api/v1/namespaces/default/services";
+    // Eight creates racing for eight ports: most first picks collide.
+    let creates = (0..8).map(|i| {
+        let api = api.clone();
+        tokio::spawn(async move {
+            api.post(svcs, &service(&format!("np-{i}"), "NodePort"))
+                .await
+        })
+    });
+    let mut ports = BTreeSet::new();
+    for r in futures::future::join_all(creates).await {
+        let body = r.unwrap().expect(201);
+        ports.insert(body["spec"]["ports"][0]["nodePort"].as_i64().unwrap());
+    }
+    assert_eq!(ports, (30000..=30007).collect::<BTreeSet<i64>>());
+    let r = api.post(svcs, &service("one-too-many", "NodePort")).await;
+    assert!(r.code >= 400, "{:#}", r.body);
+    assert!(r.message().contains("range is full"), "{}", r.message());
+    assert_eq!(api.get(&format!("{svcs}/one-too-many")).await.code, 404);
+}
+
 // ------------------------------------------------------------ bad input
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -39,7 +39,7 @@ const MAX_RETRIES: usize = 16;
 
 /// How many times a create picks a fresh ClusterIP/nodePort after losing
 /// the one it picked to a concurrent create.
-const ALLOCATION_ATTEMPTS: usize = 8;
+const ALLOCATION_ATTEMPTS: usize = 16;
 
 /// How long a request for a resourceVersion newer than the cache waits.
 const FRESHNESS_WAIT: Duration = Duration::from_secs(3);
