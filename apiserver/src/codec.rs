@@ -122,8 +122,12 @@ pub fn decode_object(
                     .iter()
                     .map(|f| format!("unknown field {f:?}"))
                     .collect();
+                // Upstream wraps the strict error like any decode error.
                 return Err(ApiError::bad_request(format!(
-                    "strict decoding error: {}",
+                    "{} in version {:?} cannot be handled as a {}: strict decoding error: {}",
+                    res.kind,
+                    res.version,
+                    res.kind,
                     list.join(", ")
                 )));
             }
@@ -292,6 +296,13 @@ mod tests {
         let body = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "busybox", "imagePolicy": "x"}]}, "bogus": 1});
         let err = decode_object(pods(), body.clone(), FieldValidation::Strict).unwrap_err();
         assert_eq!(err.code, 400);
+        assert!(
+            err.message.starts_with(
+                "Pod in version \"v1\" cannot be handled as a Pod: strict decoding error: "
+            ),
+            "{}",
+            err.message
+        );
         assert!(
             err.message
                 .contains("unknown field \"spec.containers[0].imagePolicy\""),

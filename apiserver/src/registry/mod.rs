@@ -37,6 +37,10 @@ pub const SYSTEM_NAMESPACES: &[&str] =
 /// status write) is retried when it loses a race.
 const MAX_RETRIES: usize = 16;
 
+/// How many times a create picks a fresh ClusterIP/nodePort after losing
+/// the one it picked to a concurrent create.
+const ALLOCATION_ATTEMPTS: usize = 16;
+
 /// How long a request for a resourceVersion newer than the cache waits.
 const FRESHNESS_WAIT: Duration = Duration::from_secs(3);
 
@@ -566,32 +570,46 @@ impl Registry {
             return Err(ApiError::invalid(res, &name, causes));
         }
         admission::validate(self, res, Operation::Create, &obj, None, ctx).await?;
-        let plan = if res.plural == "services" && res.group.is_empty() {
-            self.services
-                .plan(&self.storage, &mut obj, None)
-                .await
-                .map_err(|c| ApiError::invalid(res, &name, c))?
-        } else {
-            Default::default()
-        };
-        if ctx.dry_run {
-            return Ok(Written {
-                object: obj,
-                warnings: vec![],
-                created: true,
-            });
-        }
+        let is_service = res.plural == "services" && res.group.is_empty();
+        // What the client asked for; anything else the allocator picked.
+        let requested = allocator::held_keys(&obj);
         let key = Self::key(res, namespace, &name);
-        let rev = self
-            .storage
-            .create(&key, &obj, &plan.reserve)
-            .await
-            .map_err(|e| storage_error(res, &name, e))?;
-        Ok(Written {
-            object: watch_cache::with_resource_version(obj, rev),
-            warnings: vec![],
-            created: true,
-        })
+        for _ in 0..ALLOCATION_ATTEMPTS {
+            let mut candidate = obj.clone();
+            let plan = if is_service {
+                self.services
+                    .plan(&self.storage, &mut candidate, None)
+                    .await
+                    .map_err(|c| ApiError::invalid(res, &name, c))?
+            } else {
+                Default::default()
+            };
+            if ctx.dry_run {
+                return Ok(Written {
+                    object: candidate,
+                    warnings: vec![],
+                    created: true,
+                });
+            }
+            match self.storage.create(&key, &candidate, &plan.reserve).await {
+                Ok(rev) => {
+                    return Ok(Written {
+                        object: watch_cache::with_resource_version(candidate, rev),
+                        warnings: vec![],
+                        created: true,
+                    })
+                }
+                // A concurrent create claimed the address or port we
+                // picked: pick again.
+                Err(StorageError::Reserved(k)) if !requested.contains(&k) => continue,
+                Err(e) => return Err(storage_error(res, &name, e)),
+            }
+        }
+        Err(ApiError::conflict(
+            res,
+            &name,
+            "too many concurrent allocations, please try again",
+        ))
     }
 
     /// Fills the URL's namespace into the object, refusing a different one.

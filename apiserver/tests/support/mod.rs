@@ -29,11 +29,14 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct TestCluster {
     dir: tempfile::TempDir,
     addr: SocketAddr,
+    etcd_url: String,
+    /// The apiserver's command line, kept for [`TestCluster::restart_apiserver`].
+    args: Vec<String>,
     ca: CertificateAuthority,
     admin: IssuedCert,
     kubeconfig: PathBuf,
     stop_apiserver: Option<oneshot::Sender<()>>,
-    apiserver: Option<JoinHandle<Result<(), kube_apiserver::RunError>>>,
+    apiserver: Option<ApiserverTask>,
     etcd: Option<etcd_lite::Member>,
 }
 
@@ -99,14 +102,12 @@ impl TestCluster {
             format!("--cert-dir={}", dir.path().join("cert-dir").display()),
         ];
         args.extend(extra_flags.iter().map(|s| s.to_string()));
-        let flags = kube_apiserver::config::Flags::try_parse_from(args).unwrap();
-        let (stop_apiserver, stopped) = oneshot::channel::<()>();
-        let apiserver = tokio::spawn(kube_apiserver::run(flags, listener, async {
-            let _ = stopped.await;
-        }));
+        let (stop_apiserver, apiserver) = spawn_apiserver(&args, listener);
         let cluster = TestCluster {
             dir,
             addr,
+            etcd_url,
+            args,
             ca,
             admin,
             kubeconfig,
@@ -130,6 +131,29 @@ impl TestCluster {
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// `http://127.0.0.1:<port>` of the etcd-lite member, for tests that
+    /// look at (or compact) the keyspace directly.
+    pub fn etcd_url(&self) -> &str {
+        &self.etcd_url
+    }
+
+    /// Stops the apiserver and starts a fresh one, same flags and address,
+    /// on the same etcd: what it knows afterwards it read from etcd.
+    pub async fn restart_apiserver(&mut self) {
+        if let Some(stop) = self.stop_apiserver.take() {
+            let _ = stop.send(());
+        }
+        if let Some(h) = self.apiserver.take() {
+            let stopped = tokio::time::timeout(START_TIMEOUT, h).await;
+            assert!(stopped.is_ok(), "kube-apiserver did not stop in time");
+        }
+        let listener = TcpListener::bind(self.addr).await.unwrap();
+        let (stop, handle) = spawn_apiserver(&self.args, listener);
+        self.stop_apiserver = Some(stop);
+        self.apiserver = Some(handle);
+        self.wait_ready().await;
     }
 
     /// PEM of the cluster CA, which signed the serving and client certificates.
@@ -225,6 +249,17 @@ impl Drop for TestCluster {
         // The member's tasks end with the runtime; its data dir is the tempdir.
         drop(self.etcd.take());
     }
+}
+
+type ApiserverTask = JoinHandle<Result<(), kube_apiserver::RunError>>;
+
+fn spawn_apiserver(args: &[String], listener: TcpListener) -> (oneshot::Sender<()>, ApiserverTask) {
+    let flags = kube_apiserver::config::Flags::try_parse_from(args).unwrap();
+    let (stop_apiserver, stopped) = oneshot::channel::<()>();
+    let apiserver = tokio::spawn(kube_apiserver::run(flags, listener, async {
+        let _ = stopped.await;
+    }));
+    (stop_apiserver, apiserver)
 }
 
 /// A single-member etcd-lite on 127.0.0.1:0, data in `dir/etcd`.

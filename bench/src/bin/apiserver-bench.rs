@@ -6,6 +6,9 @@ use clap::Parser;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = etcd_bench::apiserver::ApiArgs::parse();
+    // reqwest is built without a crypto provider of its own; use the
+    // workspace's (aws-lc-rs), as the apiserver does.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let rows = etcd_bench::apiserver::run(&args).await?;
     let command = format!(
         "cargo build --release -p kube-apiserver -p etcd-lite -p etcd-bench && target/release/apiserver-bench {}",
