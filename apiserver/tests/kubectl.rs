@@ -208,6 +208,17 @@ async fn apply_creates_a_multi_document_manifest_and_reapply_merges_the_edit() {
     assert!(out.contains("deployment.apps/web unchanged"), "{out}");
     assert!(out.contains("configmap/web-config unchanged"), "{out}");
 
+    // Nothing to show: `diff` against the live objects is empty.
+    let diff = kubectl(&cluster, &["diff", "-f", file]).await;
+    assert_eq!(
+        diff.status.code(),
+        Some(0),
+        "{}{}",
+        diff.stdout,
+        diff.stderr
+    );
+    assert_eq!(diff.stdout, "");
+
     // A field set by someone else survives the re-apply (three-way merge).
     kubectl(
         &cluster,
@@ -226,6 +237,30 @@ async fn apply_creates_a_multi_document_manifest_and_reapply_merges_the_edit() {
         .replace("greeting: hello", "greeting: bonjour");
     let file = manifest(&cluster, "app-v2.yaml", &edited);
     let file = file.to_str().unwrap();
+    // `diff` shows the edit (exit 1: there are differences) and stores nothing.
+    let diff = kubectl(&cluster, &["diff", "-f", file]).await;
+    assert_eq!(diff.status.code(), Some(1), "{}", diff.stderr);
+    for line in [
+        "-  replicas: 2",
+        "+  replicas: 4",
+        "+      - image: nginx:1.27",
+    ] {
+        assert!(
+            diff.stdout.lines().any(|l| l == line),
+            "{line:?} in\n{}",
+            diff.stdout
+        );
+    }
+    assert_eq!(
+        jsonpath(
+            &cluster,
+            &["deployment", "web", "-n", "shop"],
+            "{.spec.replicas}"
+        )
+        .await,
+        "2"
+    );
+
     let out = kubectl(&cluster, &["apply", "-f", file]).await.ok();
     assert!(out.contains("deployment.apps/web configured"), "{out}");
     assert!(out.contains("configmap/web-config configured"), "{out}");
@@ -445,6 +480,12 @@ async fn imperative_create_run_and_expose_make_the_objects_users_expect() {
         .await
         .ok();
     assert_eq!(out.trim(), "configmap/from-file created");
+    let diff = kubectl_stdin(&cluster, &["diff", "-f", "-"], cm).await;
+    assert_eq!(
+        (diff.status.code(), diff.stdout.as_str()),
+        (Some(0), ""),
+        "an unchanged object shows no difference"
+    );
     let err = kubectl_stdin(&cluster, &["create", "-f", "-"], cm)
         .await
         .err();
