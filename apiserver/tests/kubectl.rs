@@ -970,6 +970,7 @@ async fn describe_shows_the_usual_sections_and_the_events_about_an_object() {
             ("InternalIP", "192.168.56.11"),
             ("Kubelet Version", "v1.32.0"),
             ("PodCIDR", "10.244.1.0/24"),
+            ("PodCIDRs", "10.244.1.0/24"),
             ("Non-terminated Pods", "(0 in total)"),
         ],
     );
