@@ -474,6 +474,29 @@ async fn imperative_create_run_and_expose_make_the_objects_users_expect() {
         "api 80 8080 ClusterIP"
     );
 
+    // A server-side dry run answers like a create and stores nothing.
+    let out = kubectl(
+        &cluster,
+        &[
+            "create",
+            "deployment",
+            "dry",
+            "-n",
+            "dev",
+            "--image=nginx",
+            "--dry-run=server",
+            "-o",
+            "name",
+        ],
+    )
+    .await
+    .ok();
+    assert_eq!(out.trim(), "deployment.apps/dry");
+    let err = kubectl(&cluster, &["get", "deployment", "dry", "-n", "dev"])
+        .await
+        .err();
+    assert!(err.contains(r#"deployments.apps "dry" not found"#), "{err}");
+
     // `create -f` from stdin; creating it again is AlreadyExists.
     let cm = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: from-file\n  namespace: dev\ndata:\n  k: v\n";
     let out = kubectl_stdin(&cluster, &["create", "-f", "-"], cm)
@@ -1546,6 +1569,26 @@ async fn bad_input_fails_with_upstreams_messages_and_changes_nothing() {
         .await
         .err();
     assert!(err.contains(r#"namespaces "nope" not found"#), "{err}");
+    // A namespace being deleted (Terminating: no namespace controller here)
+    // takes no new objects.
+    kubectl(&cluster, &["create", "namespace", "gone"])
+        .await
+        .ok();
+    let out = kubectl(&cluster, &["delete", "namespace", "gone", "--wait=false"])
+        .await
+        .ok();
+    assert_eq!(out.trim(), r#"namespace "gone" deleted"#);
+    assert_eq!(
+        jsonpath(&cluster, &["namespace", "gone"], "{.status.phase}").await,
+        "Terminating"
+    );
+    let err = kubectl(&cluster, &["create", "configmap", "x", "-n", "gone"])
+        .await
+        .err();
+    assert!(
+        err.contains(r#"configmaps "x" is forbidden: unable to create new content in namespace gone because it is being terminated"#),
+        "{err}"
+    );
     let err = kubectl(&cluster, &["get", "configmaps", "-n", "nope", "-o", "name"]).await;
     assert_eq!(err.ok(), "");
 }
