@@ -329,9 +329,29 @@ fn service(obj: &mut Value) {
     }
 }
 
-/// Nodes get no spec defaults (in particular no taints); a registering
+/// Nodes get no spec defaults (in particular no taints) beyond keeping
+/// `podCIDR` and `podCIDRs` in step, as upstream's v1 conversion does
+/// (`podCIDRs` wins; a lone `podCIDR` becomes the list). A registering
 /// kubelet that reports only capacity has all of it allocatable.
 fn node(obj: &mut Value) {
+    if let Some(spec) = obj.get_mut("spec").filter(|s| s.is_object()) {
+        let first = spec
+            .pointer("/podCIDRs/0")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        match first {
+            Some(cidr) => spec["podCIDR"] = json!(cidr),
+            None => {
+                if let Some(cidr) = spec
+                    .get("podCIDR")
+                    .and_then(Value::as_str)
+                    .filter(|c| !c.is_empty())
+                {
+                    spec["podCIDRs"] = json!([cidr]);
+                }
+            }
+        }
+    }
     let Some(status) = obj.get_mut("status").filter(|s| s.is_object()) else {
         return;
     };
@@ -646,6 +666,17 @@ mod tests {
         );
         assert_eq!(node["spec"], json!({}));
         assert_eq!(node["status"]["allocatable"], json!({"cpu": "2"}));
+        let node = applied("", "nodes", json!({"spec": {"podCIDR": "10.244.1.0/24"}}));
+        assert_eq!(
+            node["spec"],
+            json!({"podCIDR": "10.244.1.0/24", "podCIDRs": ["10.244.1.0/24"]})
+        );
+        let node = applied(
+            "",
+            "nodes",
+            json!({"spec": {"podCIDRs": ["10.244.2.0/24", "fd00::/64"]}}),
+        );
+        assert_eq!(node["spec"]["podCIDR"], "10.244.2.0/24");
         let sa = json!({"metadata": {"name": "default"}});
         assert_eq!(applied("", "serviceaccounts", sa.clone()), sa);
         let role = json!({"rules": []});

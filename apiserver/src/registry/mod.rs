@@ -783,9 +783,11 @@ impl Registry {
             } else {
                 Default::default()
             };
+            // A dry run shows the object as it would be stored, at the
+            // stored resourceVersion (nothing was written).
             if ctx.dry_run {
                 return Ok(Written {
-                    object: new,
+                    object: watch_cache::with_resource_version(new, stored.mod_revision),
                     warnings: vec![],
                     created: false,
                 });

@@ -47,6 +47,7 @@ pub fn prepare_for_create(res: &ResourceInfo, obj: &mut Value, now: &str) {
     } else {
         meta.remove("generation");
     }
+    drop_empty_collections(meta);
     if status_is_separate(res) {
         if let Some(o) = obj.as_object_mut() {
             o.remove("status");
@@ -59,6 +60,7 @@ pub fn prepare_for_create(res: &ResourceInfo, obj: &mut Value, now: &str) {
 /// `generation` when the spec changed.
 pub fn prepare_for_update(res: &ResourceInfo, new: &mut Value, old: &Value) {
     copy_system_metadata(new, old);
+    drop_empty_collections(meta_mut(new));
     if status_is_separate(res) {
         match old.get("status") {
             Some(s) => new["status"] = s.clone(),
@@ -86,6 +88,24 @@ pub fn prepare_for_update(res: &ResourceInfo, new: &mut Value, old: &Value) {
             old_gen
         };
         meta_mut(new).insert("generation".into(), json!(generation));
+    }
+}
+
+/// Empty `labels`, `annotations`, `finalizers` and `ownerReferences` are
+/// absent, as upstream's `omitempty` drops them: a patch that empties a map
+/// (`kubectl diff` sends `"annotations":{}`) then leaves no trace, and an
+/// update that only empties one is a no-op.
+fn drop_empty_collections(meta: &mut Map<String, Value>) {
+    for field in ["labels", "annotations", "finalizers", "ownerReferences"] {
+        let empty = match meta.get(field) {
+            Some(Value::Object(m)) => m.is_empty(),
+            Some(Value::Array(a)) => a.is_empty(),
+            Some(Value::Null) => true,
+            _ => false,
+        };
+        if empty {
+            meta.remove(field);
+        }
     }
 }
 
