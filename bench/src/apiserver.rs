@@ -476,7 +476,11 @@ async fn large_list(args: &ApiArgs, client: &reqwest::Client, base: &str) -> Res
         for _ in 0..5 {
             let t = Instant::now();
             let resp = client.get(format!("{url}{query}")).send().await?;
+            let status = resp.status();
             let body = resp.bytes().await?;
+            if !status.is_success() {
+                bail!("LIST failed with {status}: {}", String::from_utf8_lossy(&body));
+            }
             h.record(t.elapsed().as_micros().max(1) as u64)?;
             bytes = body.len();
             let v: Value = serde_json::from_slice(&body)?;

@@ -41,6 +41,9 @@ const MAX_RETRIES: usize = 16;
 /// the one it picked to a concurrent create.
 const ALLOCATION_ATTEMPTS: usize = 16;
 
+/// Keys read per etcd range when a list has no limit of its own.
+const STORAGE_PAGE: i64 = 1000;
+
 /// How long a request for a resourceVersion newer than the cache waits.
 const FRESHNESS_WAIT: Duration = Duration::from_secs(3);
 
@@ -366,8 +369,12 @@ impl Registry {
             } else {
                 0
             };
-            // Filtering may drop items; read a little more than asked.
-            let page_size = if limit > 0 && !filter.is_everything() {
+            // Filtering may drop items: read a little more than asked. An
+            // unlimited list is still read in pages (all at one revision),
+            // so no single etcd response grows with the collection.
+            let page_size = if limit == 0 {
+                STORAGE_PAGE
+            } else if !filter.is_everything() {
                 want.max(100)
             } else {
                 want
