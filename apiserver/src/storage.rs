@@ -139,9 +139,17 @@ impl Storage {
         Ok(Storage { client })
     }
 
+    /// A KV client that accepts responses of any size etcd sends (as etcd's
+    /// own client does: a page of large objects exceeds gRPC's 4 MiB default).
+    fn kv(&self) -> etcd_client::KvClient {
+        self.client
+            .kv_client()
+            .max_decoding_message_size(i32::MAX as usize)
+    }
+
     /// The object under `key`, read linearizably.
     pub async fn get(&self, key: &str) -> Result<Option<Stored>, StorageError> {
-        let mut kv = self.client.kv_client();
+        let mut kv = self.kv();
         let resp = timed(kv.get(key, None)).await?;
         resp.kvs().first().map(Stored::from_kv).transpose()
     }
@@ -162,7 +170,7 @@ impl Storage {
         let mut otherwise = vec![TxnOp::get(key, None)];
         otherwise.extend(reserve.iter().map(|r| TxnOp::get(r.as_str(), None)));
         let txn = Txn::new().when(when).and_then(then).or_else(otherwise);
-        let mut kv = self.client.kv_client();
+        let mut kv = self.kv();
         let resp = timed(kv.txn(txn)).await?;
         if resp.succeeded() {
             return Ok(rev_of(resp.header()));
@@ -193,7 +201,7 @@ impl Storage {
         let mut otherwise = vec![TxnOp::get(key, None)];
         otherwise.extend(reserve.iter().map(|r| TxnOp::get(r.as_str(), None)));
         let txn = Txn::new().when(when).and_then(then).or_else(otherwise);
-        let mut kv = self.client.kv_client();
+        let mut kv = self.kv();
         let resp = timed(kv.txn(txn)).await?;
         if resp.succeeded() {
             return Ok(rev_of(resp.header()));
@@ -226,7 +234,7 @@ impl Storage {
             .when([Compare::mod_revision(key, CompareOp::Equal, expected)])
             .and_then(then)
             .or_else([TxnOp::get(key, None)]);
-        let mut kv = self.client.kv_client();
+        let mut kv = self.kv();
         let resp = timed(kv.txn(txn)).await?;
         let ops = resp.op_responses();
         if resp.succeeded() {
@@ -251,7 +259,7 @@ impl Storage {
         let opts = GetOptions::new()
             .with_range(prefix_end(prefix))
             .with_keys_only();
-        let mut kv = self.client.kv_client();
+        let mut kv = self.kv();
         let resp = timed(kv.get(prefix, Some(opts))).await?;
         Ok(resp
             .kvs()
@@ -275,7 +283,7 @@ impl Storage {
         if limit > 0 {
             opts = opts.with_limit(limit);
         }
-        let mut kv = self.client.kv_client();
+        let mut kv = self.kv();
         let resp = match timed(kv.get(start, Some(opts))).await {
             Err(StorageError::Compacted { .. }) => {
                 return Err(StorageError::Compacted {
@@ -301,7 +309,7 @@ impl Storage {
 
     /// The store's current revision, read linearizably.
     pub async fn current_revision(&self) -> Result<i64, StorageError> {
-        let mut kv = self.client.kv_client();
+        let mut kv = self.kv();
         let opts = GetOptions::new().with_count_only();
         let resp = timed(kv.get("/registry/", Some(opts))).await?;
         Ok(rev_of(resp.header()))
@@ -328,7 +336,10 @@ impl Storage {
             .with_start_revision(from)
             .with_prev_key()
             .with_progress_notify();
-        let mut watch = self.client.watch_client();
+        let mut watch = self
+            .client
+            .watch_client()
+            .max_decoding_message_size(i32::MAX as usize);
         let stream = timed(watch.watch(prefix, Some(opts))).await?;
         let (sender, responses) = stream.split();
         let stream = futures::stream::unfold(Some(responses), move |state| async move {

@@ -659,6 +659,34 @@ async fn pages_of_a_list_are_consistent_at_the_first_pages_revision() {
     assert_eq!(api.names(cms).await.len(), 26);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_list_larger_than_one_etcd_response_returns_every_object() {
+    let cluster = TestCluster::start().await;
+    let api = Api::admin(&cluster);
+    api.namespace("big").await;
+    // 24 ConfigMaps of 256 KiB: 6 MiB, more than one gRPC message may carry.
+    let value = "x".repeat(256 * 1024);
+    for i in 0..24 {
+        let cm = json!({"apiVersion": "v1", "kind": "ConfigMap",
+                        "metadata": {"name": format!("cm-{i:02}")}, "data": {"v": value}});
+        api.post("/api/v1/namespaces/big/configmaps", &cm)
+            .await
+            .expect(201);
+    }
+    for query in ["", "?resourceVersion=0"] {
+        let list = api
+            .get(&format!("/api/v1/namespaces/big/configmaps{query}"))
+            .await
+            .expect(200);
+        assert_eq!(item_names(&list).len(), 24, "LIST{query}");
+        assert!(list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|cm| cm["data"]["v"] == value.as_str()));
+    }
+}
+
 // -------------------------------------------------------------- patches
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

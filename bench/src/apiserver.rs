@@ -479,7 +479,10 @@ async fn large_list(args: &ApiArgs, client: &reqwest::Client, base: &str) -> Res
             let status = resp.status();
             let body = resp.bytes().await?;
             if !status.is_success() {
-                bail!("LIST failed with {status}: {}", String::from_utf8_lossy(&body));
+                bail!(
+                    "LIST failed with {status}: {}",
+                    String::from_utf8_lossy(&body)
+                );
             }
             h.record(t.elapsed().as_micros().max(1) as u64)?;
             bytes = body.len();
