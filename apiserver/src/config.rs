@@ -20,10 +20,6 @@ pub struct Flags {
     #[arg(long = "etcd-servers", value_delimiter = ',', required = true)]
     pub etcd_servers: Vec<String>,
 
-    /// The prefix to prepend to all resource paths in etcd.
-    #[arg(long = "etcd-prefix", default_value = "/registry")]
-    pub etcd_prefix: String,
-
     /// The port on which to serve HTTPS with authentication and authorization.
     #[arg(long = "secure-port", default_value_t = 6443)]
     pub secure_port: u16,

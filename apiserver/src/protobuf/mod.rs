@@ -284,7 +284,9 @@ fn decode_message(
             }
             kind => {
                 let value = decode_value(kind, wire, &mut r, &path, depth)?;
-                let omit = value.is_null() || (kind == Kind::String && value == "");
+                let omit = value.is_null()
+                    || (kind == Kind::String && value == "")
+                    || (is_zero(&value) && omits_zero(msg.name, field.json));
                 match (obj.get_mut(field.json), value) {
                     // proto merges a repeated singular message into the first.
                     (Some(Value::Object(existing)), Value::Object(more)) => existing.extend(more),
@@ -299,6 +301,72 @@ fn decode_message(
         }
     }
     Ok(())
+}
+
+/// Plain (non-pointer) Go fields tagged `omitempty`: Go always puts them on
+/// the wire, and upstream's JSON leaves them out when zero. (For pointer
+/// fields a zero is meaningful — `replicas: 0`, `runAsUser: 0` — and the wire
+/// cannot tell the two apart, so only these are dropped.)
+const OMIT_ZERO: &[(&str, &[&str])] = &[
+    (
+        "k8s.io.apimachinery.pkg.apis.meta.v1.ObjectMeta",
+        &["generation"],
+    ),
+    (
+        "k8s.io.api.core.v1.PodSpec",
+        &["hostNetwork", "hostPID", "hostIPC"],
+    ),
+    (
+        "k8s.io.api.core.v1.Container",
+        &["stdin", "stdinOnce", "tty"],
+    ),
+    (
+        "k8s.io.api.core.v1.EphemeralContainerCommon",
+        &["stdin", "stdinOnce", "tty"],
+    ),
+    ("k8s.io.api.core.v1.ContainerPort", &["hostPort"]),
+    (
+        "k8s.io.api.core.v1.Probe",
+        &[
+            "initialDelaySeconds",
+            "timeoutSeconds",
+            "periodSeconds",
+            "successThreshold",
+            "failureThreshold",
+        ],
+    ),
+    ("k8s.io.api.core.v1.VolumeMount", &["readOnly"]),
+    ("k8s.io.api.core.v1.ServicePort", &["nodePort"]),
+    (
+        "k8s.io.api.core.v1.ServiceSpec",
+        &["publishNotReadyAddresses"],
+    ),
+    ("k8s.io.api.core.v1.NodeSpec", &["unschedulable"]),
+    (
+        "k8s.io.api.apps.v1.DeploymentSpec",
+        &["minReadySeconds", "paused"],
+    ),
+    ("k8s.io.api.apps.v1.ReplicaSetSpec", &["minReadySeconds"]),
+    ("k8s.io.api.apps.v1.StatefulSetSpec", &["minReadySeconds"]),
+    ("k8s.io.api.apps.v1.DaemonSetSpec", &["minReadySeconds"]),
+    (
+        "k8s.io.api.core.v1.ReplicationControllerSpec",
+        &["minReadySeconds"],
+    ),
+];
+
+fn omits_zero(message: &str, field: &str) -> bool {
+    OMIT_ZERO
+        .iter()
+        .any(|(m, fields)| *m == message && fields.contains(&field))
+}
+
+fn is_zero(v: &Value) -> bool {
+    match v {
+        Value::Bool(b) => !b,
+        Value::Number(n) => n.as_i64() == Some(0) || n.as_f64() == Some(0.0),
+        _ => false,
+    }
 }
 
 /// One `{1: key, 2: value}` entry; a missing value is the kind's zero value,

@@ -233,7 +233,6 @@ fn deployment_pod_template_keeps_upstream_field_names() {
                         "ports": [{
                             "name": "http",
                             "containerPort": 8080,
-                            "hostPort": 0,
                             "hostIP": "10.0.0.1",
                             "protocol": "TCP",
                         }],
@@ -260,7 +259,6 @@ fn deployment_pod_template_keeps_upstream_field_names() {
                 "type": "RollingUpdate",
                 "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": 1},
             },
-            "minReadySeconds": 0,
         },
         "status": {},
     });
@@ -407,8 +405,8 @@ fn service_target_port_is_a_number_or_a_name() {
         got["spec"],
         json!({
             "ports": [
-                {"name": "http", "protocol": "TCP", "port": 80, "targetPort": 8080, "nodePort": 0},
-                {"name": "admin", "protocol": "TCP", "port": 9000, "targetPort": "admin", "nodePort": 0},
+                {"name": "http", "protocol": "TCP", "port": 80, "targetPort": 8080},
+                {"name": "admin", "protocol": "TCP", "port": 9000, "targetPort": "admin"},
                 {"name": "default", "port": 443},
             ],
             "selector": {"app": "web"},
