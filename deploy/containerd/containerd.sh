@@ -97,6 +97,10 @@ esac
 if [ "$cmd" = config ] || [ "$cmd" = start ]; then
     mkdir -p "$dir" || die "cannot create $dir"
 fi
+if [ "$cmd" = stop ] && [ ! -e "$dir" ]; then
+    log "$dir does not exist: nothing to stop"
+    exit 0
+fi
 [ -d "$dir" ] || die "$dir is not a directory"
 dir="$(cd "$dir" && pwd -P)"
 [ "$dir" != / ] || die "DIR must not be /"
