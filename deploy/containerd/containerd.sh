@@ -91,6 +91,9 @@ while [ $# -gt 0 ]; do
     esac
 done
 
+if [ -n "$netns" ] && [ ! -e "/var/run/netns/$netns" ]; then
+    die "network namespace $netns not found (/var/run/netns/$netns); create it with \`ip netns add $netns\`"
+fi
 case "$dir" in
     *[[:space:]\"\\]*) die "DIR must not contain spaces, quotes or backslashes: $dir" ;;
 esac
@@ -156,7 +159,6 @@ start() {
     [ "$(id -u)" -eq 0 ] || die "containerd needs root"
     local prefix=()
     if [ -n "$netns" ]; then
-        [ -e "/var/run/netns/$netns" ] || die "network namespace $netns not found (/var/run/netns/$netns); create it with \`ip netns add $netns\`"
         prefix=(nsenter "--net=/var/run/netns/$netns" --)
     fi
     write_config

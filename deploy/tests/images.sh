@@ -10,6 +10,8 @@
 #      until it is killed
 #   6. containerd.sh stop, with a task still running, leaves no containerd,
 #      shim, container process or mount behind, and the directory is removable
+#   7. containerd.sh start --netns NAME runs containerd inside that network
+#      namespace, and containers still start there (cgroups stay visible)
 #
 #   sudo deploy/tests/images.sh            exit 0 when every check passed
 #   KEEP=1 sudo deploy/tests/images.sh     keep the temporary directory
@@ -46,17 +48,25 @@ wait_for() { # TIMEOUT_S CMD...
 }
 
 [ "$(id -u)" -eq 0 ] || fail "must run as root (containerd, mounts)"
-for tool in containerd ctr runc busybox tar gzip sha256sum timeout; do
+for tool in containerd ctr runc busybox tar gzip sha256sum timeout ip; do
     command -v "$tool" >/dev/null ||
-        fail "$tool not found: apt-get install containerd runc busybox-static"
+        fail "$tool not found: apt-get install containerd runc busybox-static iproute2"
 done
 
 tmp="$(mktemp -d "${TMPDIR:-/tmp}/ferrokube-images-test.XXXXXX")"
 node="$tmp/node"
+netns_node="$tmp/netns-node"
+netns="fk-images-$$"
 cleanup() {
     local rc=$?
-    if [ -d "$node" ]; then
-        timeout 60 "$ctd" stop "$node" >/dev/null 2>&1 || log "warning: containerd.sh stop failed during cleanup"
+    local d
+    for d in "$node" "$netns_node"; do
+        if [ -d "$d" ]; then
+            timeout 60 "$ctd" stop "$d" >/dev/null 2>&1 || log "warning: containerd.sh stop $d failed during cleanup"
+        fi
+    done
+    if [ -e "/var/run/netns/$netns" ]; then
+        ip netns delete "$netns" || log "warning: could not delete network namespace $netns"
     fi
     if [ "${KEEP:-0}" = 1 ]; then
         log "kept $tmp"
@@ -159,5 +169,24 @@ mounts="$(awk -v d="$node/" 'index($5, d) == 1 { print $5 }' /proc/self/mountinf
 [ -z "$mounts" ] || fail "still mounted under $node after stop: $mounts"
 rm -rf "$node" || fail "could not remove $node after stop"
 ok "containerd.sh stop with a running task: no containerd, shim, container or mount left; $node removed"
+
+# --- 7. containerd inside a network namespace -----------------------------------
+
+ip netns add "$netns" || fail "ip netns add $netns"
+node="$netns_node"
+timeout 60 "$ctd" start "$node" --netns "$netns" 2>"$tmp/start-netns.err" ||
+    fail "containerd.sh start --netns: $(cat "$tmp/start-netns.err")"
+sock="$node/containerd.sock"
+want="$(stat -L -c %i "/var/run/netns/$netns")"
+got="$(stat -L -c %i "/proc/$(cat "$node/containerd.pid")/ns/net")"
+[ "$want" = "$got" ] || fail "containerd runs in network namespace inode $got, want $want ($netns)"
+timeout 120 "$build" --out "$tmp/build1" --import --address "$sock" >/dev/null 2>"$tmp/import-netns.err" ||
+    fail "build.sh --import (netns): $(cat "$tmp/import-netns.err")"
+out="$(c run --rm --runc-root "$node/runc" docker.io/library/busybox:1.36 "fk-images-t2-$$" sh -c 'echo hello; id -u' 2>&1)" ||
+    fail "ctr run busybox in containerd inside $netns failed: $out"
+[ "$out" = "hello
+0" ] || fail "ctr run busybox (netns) printed '$out', want 'hello' and '0'"
+timeout 60 "$ctd" stop "$node" 2>/dev/null || fail "containerd.sh stop (netns)"
+ok "containerd.sh start --netns $netns: containerd in that namespace (inode $got), busybox runs there"
 
 echo "# all $step checks passed"
