@@ -169,7 +169,7 @@ start() {
     echo "$pid" >"$pidfile"
     local deadline=$((SECONDS + ready_timeout_s))
     until answers; do
-        if ! kill -0 "$pid" 2>/dev/null; then
+        if ! alive "$pid"; then
             rm -f "$pidfile"
             tail -n 20 "$logfile" >&2 || true
             die "containerd exited during startup; see $logfile"
@@ -214,18 +214,32 @@ children_of() { # PID
     done
 }
 
-# Shims serving this containerd: argv[0] is containerd-shim*, and one of the
-# arguments is exactly this socket (they run with "-address <socket>").
+# Shims serving this containerd, as "pid namespace id": argv[0] is
+# containerd-shim*, and they run with "-namespace NS -id ID -address <socket>".
 our_shims() {
-    local f pid argv0
+    local f pid argv
     for f in /proc/[0-9]*/cmdline; do
-        argv0="$(tr '\0' '\n' <"$f" 2>/dev/null | head -n 1)" || continue
-        case "${argv0##*/}" in containerd-shim*) ;; *) continue ;; esac
-        if tr '\0' '\n' <"$f" 2>/dev/null | grep -qxF -- "$socket"; then
+        mapfile -t argv < <(tr '\0' '\n' <"$f" 2>/dev/null) || continue
+        [ "${#argv[@]}" -gt 0 ] || continue
+        case "${argv[0]##*/}" in containerd-shim*) ;; *) continue ;; esac
+        local i ns="" id="" addr=""
+        for ((i = 1; i + 1 < ${#argv[@]}; i++)); do
+            case "${argv[$i]}" in
+                -namespace) ns="${argv[$((i + 1))]}" ;;
+                -id) id="${argv[$((i + 1))]}" ;;
+                -address) addr="${argv[$((i + 1))]}" ;;
+            esac
+        done
+        if [ "$addr" = "$socket" ]; then
             pid="${f#/proc/}"
-            echo "${pid%/cmdline}"
+            echo "${pid%/cmdline} $ns $id"
         fi
     done
+}
+
+# A zombie has exited; only its parent can reap it.
+alive() { # PID
+    [ -r "/proc/$1/status" ] && ! grep -q '^State:[[:space:]]*Z' "/proc/$1/status" 2>/dev/null
 }
 
 stop() {
@@ -244,8 +258,8 @@ stop() {
     if [ -n "$pid" ]; then
         kill -TERM "$pid" 2>/dev/null || true
         local deadline=$((SECONDS + stop_timeout_s))
-        while kill -0 "$pid" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.1; done
-        if kill -0 "$pid" 2>/dev/null; then
+        while alive "$pid" && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.1; done
+        if alive "$pid"; then
             log "containerd (pid $pid) ignored SIGTERM for ${stop_timeout_s}s; sending SIGKILL"
             kill -KILL "$pid" 2>/dev/null || true
         fi
@@ -255,15 +269,20 @@ stop() {
     fi
     rm -f "$pidfile"
 
-    # Shims whose tasks could not be deleted: kill what they run, then them.
-    local shim child
-    for shim in $(our_shims); do
+    # Shims whose tasks could not be deleted: kill what they run, then them,
+    # and remove the socket each one had under /run/containerd/s (containerd
+    # names it sha256("<grpc address>/<namespace>/<id>")).
+    local shim ns id child hash
+    while read -r shim ns id; do
+        [ -n "$shim" ] || continue
         for child in $(children_of "$shim"); do
             kill -KILL "$child" 2>/dev/null || true
         done
         kill -KILL "$shim" 2>/dev/null || true
-        log "killed leftover shim (pid $shim)"
-    done
+        hash="$(printf '%s' "$socket/$ns/$id" | sha256sum | cut -d' ' -f1)"
+        rm -f "/run/containerd/s/$hash"
+        log "killed leftover shim of task $ns/$id (pid $shim)"
+    done < <(our_shims)
 
     # Everything still mounted under DIR (rootfs overlays, sandbox shm, pinned
     # pod network namespaces), deepest first.
