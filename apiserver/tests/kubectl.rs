@@ -1592,3 +1592,110 @@ async fn bad_input_fails_with_upstreams_messages_and_changes_nothing() {
     let err = kubectl(&cluster, &["get", "configmaps", "-n", "nope", "-o", "name"]).await;
     assert_eq!(err.ok(), "");
 }
+
+/// kubectl's `-v=8` log line for a protobuf request body.
+fn sent_protobuf(stderr: &str) -> bool {
+    stderr.contains("Content-Type: application/vnd.kubernetes.protobuf")
+}
+
+/// `kubectl args… -v=8`, which must succeed and must have sent protobuf
+/// (kubectl does for built-in types); returns stdout.
+async fn kubectl_protobuf(cluster: &TestCluster, args: &[&str]) -> String {
+    let mut args = args.to_vec();
+    args.push("-v=8");
+    let out = kubectl(cluster, &args).await;
+    assert!(
+        sent_protobuf(&out.stderr),
+        "kubectl did not send protobuf:\n{}",
+        out.stderr
+    );
+    out.ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_create_sends_protobuf_and_the_objects_are_stored_as_upstream_json() {
+    let cluster = TestCluster::start().await;
+    kubectl_protobuf(&cluster, &["create", "namespace", "demo"]).await;
+    kubectl_protobuf(
+        &cluster,
+        &[
+            "create",
+            "deployment",
+            "web",
+            "--image=busybox",
+            "--port=8080",
+            "-n",
+            "demo",
+        ],
+    )
+    .await;
+    kubectl_protobuf(
+        &cluster,
+        &[
+            "create",
+            "secret",
+            "generic",
+            "s",
+            "--from-literal=a=b",
+            "-n",
+            "demo",
+        ],
+    )
+    .await;
+    // nodePort 0 is always on the wire (a plain int32): "pick one".
+    kubectl_protobuf(
+        &cluster,
+        &[
+            "create",
+            "service",
+            "nodeport",
+            "web",
+            "--tcp=80:8080",
+            "-n",
+            "demo",
+        ],
+    )
+    .await;
+
+    assert_eq!(
+        jsonpath(&cluster, &["namespace", "demo"], "{.status.phase}").await,
+        "Active"
+    );
+    let deploy = kubectl(
+        &cluster,
+        &["get", "deployment", "web", "-n", "demo", "-o", "json"],
+    )
+    .await
+    .ok();
+    let deploy: serde_json::Value = serde_json::from_str(&deploy).unwrap();
+    let container = &deploy["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["image"], "busybox");
+    assert_eq!(container["ports"][0]["containerPort"], 8080);
+    assert_eq!(deploy["spec"]["replicas"], 1);
+    assert_eq!(deploy["spec"]["selector"]["matchLabels"]["app"], "web");
+    // Plain Go fields that upstream's JSON omits when zero stay omitted.
+    for absent in [
+        "/spec/paused",
+        "/spec/minReadySeconds",
+        "/spec/template/spec/hostNetwork",
+        "/spec/template/spec/containers/0/stdin",
+    ] {
+        assert!(deploy.pointer(absent).is_none(), "{absent} in {deploy:#}");
+    }
+    assert_eq!(
+        jsonpath(&cluster, &["secret", "s", "-n", "demo"], "{.data.a}").await,
+        "Yg==",
+        "base64 of \"b\""
+    );
+    let svc = kubectl(
+        &cluster,
+        &["get", "service", "web", "-n", "demo", "-o", "json"],
+    )
+    .await
+    .ok();
+    let svc: serde_json::Value = serde_json::from_str(&svc).unwrap();
+    let port = &svc["spec"]["ports"][0];
+    assert_eq!(port["targetPort"], 8080, "{svc:#}");
+    let node_port = port["nodePort"].as_i64().unwrap_or(0);
+    assert!((30000..=32767).contains(&node_port), "{svc:#}");
+}

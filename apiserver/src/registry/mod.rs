@@ -275,12 +275,9 @@ impl Registry {
         namespace: Option<&str>,
         name: &str,
     ) -> Result<Value, ApiError> {
-        let key = Self::key(res, namespace, name);
-        match self.storage.get(&key).await {
-            Ok(Some(s)) => Ok(watch_cache::visible(s)),
-            Ok(None) => Err(ApiError::not_found(res, name)),
-            Err(e) => Err(storage_error(res, name, e)),
-        }
+        self.get_stored(res, namespace, name)
+            .await
+            .map(watch_cache::visible)
     }
 
     /// GET from the watch cache, falling back to etcd when the cache has
