@@ -368,12 +368,14 @@ fn parse_ipam(raw: Option<RawIpam>, net_name: &str) -> Result<IpamConf, ConfigEr
     })?;
     match raw.ipam_type.as_deref() {
         None | Some("host-local") | Some("cni-bridge") => {}
-        Some(other) => return Err(ConfigError::Unsupported {
-            field: "ipam.type".into(),
-            problem: format!(
+        Some(other) => {
+            return Err(ConfigError::Unsupported {
+                field: "ipam.type".into(),
+                problem: format!(
                 "{other:?}: cni-bridge has built-in host-local IPAM; use \"host-local\" or omit it"
             ),
-        }),
+            })
+        }
     }
     let (prefix, range) = match (raw.subnet, raw.ranges) {
         (Some(subnet), None) => (
