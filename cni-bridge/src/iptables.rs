@@ -129,8 +129,33 @@ pub fn setup_masquerade(
     restore(&setup_rules(network, container_id, ip, subnet))
 }
 
+/// The restore input that removes exactly what [`setup_rules`] installed.
+/// It fails as a whole if any of it is already gone.
+pub fn known_teardown_rules(network: &str, container_id: &str, ip: Ipv4Addr) -> String {
+    let chain = chain_name(network, container_id);
+    let c = comment(network, container_id);
+    format!(
+        "*nat\n-D POSTROUTING -s {ip}/32 -m comment --comment \"{c}\" -j {chain}\n\
+         :{chain} - [0:0]\n-X {chain}\nCOMMIT\n"
+    )
+}
+
 /// DEL: removes the pod's chain and every jump to it; a no-op when already gone.
-pub fn teardown_masquerade(network: &str, container_id: &str) -> Result<(), IptablesError> {
+///
+/// When the pod's address is known, one `iptables-restore` removes exactly
+/// what ADD installed. If that fails (something is already gone, or the rules
+/// were changed by hand), the slow path reads the nat table and removes
+/// whatever is left.
+pub fn teardown_masquerade(
+    network: &str,
+    container_id: &str,
+    ips: &[Ipv4Addr],
+) -> Result<(), IptablesError> {
+    if let [ip] = ips {
+        if restore(&known_teardown_rules(network, container_id, *ip)).is_ok() {
+            return Ok(());
+        }
+    }
     const PROGRAM: &str = "iptables-save";
     let chain = chain_name(network, container_id);
     let out = Command::new(PROGRAM)
@@ -164,6 +189,21 @@ mod tests {
         assert!(a.starts_with("CNI-"));
         assert_eq!(a, chain_name("podnet", "abc"));
         assert_ne!(a, chain_name("podnet", "abd"));
+    }
+
+    #[test]
+    fn the_fast_teardown_deletes_exactly_the_jump_that_setup_appended() {
+        let ip = Ipv4Addr::new(10, 0, 0, 2);
+        let setup = setup_rules("n", "a", ip, "10.0.0.0/24".parse().unwrap());
+        let jump = setup
+            .lines()
+            .find(|l| l.starts_with("-A POSTROUTING "))
+            .unwrap();
+        let teardown = known_teardown_rules("n", "a", ip);
+        assert!(
+            teardown.contains(&jump.replacen("-A", "-D", 1)),
+            "{teardown}"
+        );
     }
 
     #[test]

@@ -149,7 +149,7 @@ async fn add(env: &CniEnv, conf: &NetConf) -> Result<Value, CniError> {
         Err(e) => {
             // Undo in reverse order; the original error is what the runtime needs to see.
             if conf.ip_masq {
-                let _ = iptables::teardown_masquerade(&conf.name, &env.container_id);
+                let _ = iptables::teardown_masquerade(&conf.name, &env.container_id, &[ip]);
             }
             let _ = host.delete_link(&veth).await;
             let _ = store.release(&env.container_id, &env.ifname);
@@ -257,11 +257,13 @@ async fn del(env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
             delete_in_sandbox(path, &env.ifname).await?;
         }
     }
+    let store = Store::new(&conf.ipam.data_dir);
     if conf.ip_masq {
-        iptables::teardown_masquerade(&conf.name, &env.container_id)?;
+        let ips = store.lookup(&env.container_id, &env.ifname)?;
+        iptables::teardown_masquerade(&conf.name, &env.container_id, &ips)?;
     }
     // Released last, so the address cannot be handed out while the old veth still holds it.
-    Store::new(&conf.ipam.data_dir).release(&env.container_id, &env.ifname)?;
+    store.release(&env.container_id, &env.ifname)?;
     Ok(())
 }
 
@@ -361,11 +363,11 @@ async fn gc(conf: &NetConf) -> Result<(), CniError> {
         return Ok(());
     }
     let host = Netlink::host()?;
-    for (_, container_id, ifname) in freed {
+    for (ip, container_id, ifname) in freed {
         host.delete_link(&host_veth_name(&conf.name, &container_id, &ifname))
             .await?;
         if conf.ip_masq {
-            iptables::teardown_masquerade(&conf.name, &container_id)?;
+            iptables::teardown_masquerade(&conf.name, &container_id, &[ip])?;
         }
     }
     Ok(())
