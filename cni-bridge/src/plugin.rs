@@ -1,0 +1,374 @@
+//! The CNI commands: ADD, DEL, CHECK, VERSION, STATUS and GC.
+//! Entry point: [`run`], which `main.rs` calls with the environment and stdin.
+//!
+//! To ensure correctness:
+//! - Nothing on the node changes before the environment and the whole
+//!   configuration have been validated.
+//! - A failed ADD undoes what it did (veth, reservation, masquerade rules).
+//! - DEL never fails because something is already gone: a missing netns, a
+//!   missing veth and a missing reservation are all success.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+use ipnet::Ipv4Net;
+use serde_json::Value;
+use sha2::{Digest, Sha512};
+
+use crate::config::{CniEnv, Command, NetConf, SUPPORTED_VERSIONS};
+use crate::error::{CniError, ErrorCode};
+use crate::ipam::Store;
+use crate::iptables;
+use crate::netlink::{open_netns, Netlink, NetlinkError};
+use crate::result::{version_json, CniResult, Interface, IpConfig};
+
+/// The loopback interface is always ifindex 1 in a network namespace.
+const LOOPBACK_INDEX: u32 = 1;
+
+/// A failed command: the error plus the version its JSON must be stamped with.
+#[derive(Debug)]
+pub struct Failure {
+    pub error: CniError,
+    pub cni_version: String,
+}
+
+impl Failure {
+    pub fn to_json(&self) -> Value {
+        self.error.to_json(&self.cni_version)
+    }
+}
+
+fn latest() -> String {
+    SUPPORTED_VERSIONS[SUPPORTED_VERSIONS.len() - 1].to_string()
+}
+
+/// Runs one CNI command. `Ok(Some(json))` is printed to stdout; `Ok(None)`
+/// means success with no output (DEL, CHECK, STATUS, GC).
+pub fn run(vars: &HashMap<String, String>, stdin: &[u8]) -> Result<Option<Value>, Failure> {
+    // Best effort: the error JSON echoes the config's version when it has a supported one.
+    let asked_version = serde_json::from_slice::<Value>(stdin)
+        .ok()
+        .and_then(|v| {
+            v.get("cniVersion")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        })
+        .filter(|v| SUPPORTED_VERSIONS.contains(&v.as_str()));
+    let fail = |error: CniError| Failure {
+        error,
+        cni_version: asked_version.clone().unwrap_or_else(latest),
+    };
+    let env = CniEnv::from_vars(vars).map_err(|e| fail(e.into()))?;
+    if env.command == Command::Version {
+        return Ok(Some(version_json(
+            &asked_version.clone().unwrap_or_else(latest),
+        )));
+    }
+    let conf = NetConf::parse(stdin).map_err(|e| fail(e.into()))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .map_err(|e| {
+            fail(CniError::new(
+                ErrorCode::IoFailure,
+                format!("starting runtime: {e}"),
+            ))
+        })?;
+    runtime
+        .block_on(async {
+            match env.command {
+                Command::Add => add(&env, &conf).await.map(Some),
+                Command::Del => del(&env, &conf).await.map(|()| None),
+                Command::Check => check(&env, &conf).await.map(|()| None),
+                Command::Gc => gc(&conf).await.map(|()| None),
+                Command::Status | Command::Version => Ok(None),
+            }
+        })
+        .map_err(fail)
+}
+
+/// The node-side veth name: stable per (network, container, ifname), so DEL
+/// and GC find it without entering the sandbox. 11 hex digits keep it within
+/// the 15-byte interface name limit.
+pub fn host_veth_name(network: &str, container_id: &str, ifname: &str) -> String {
+    let digest = Sha512::digest(format!("{network}\0{container_id}\0{ifname}").as_bytes());
+    let hex: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
+    format!("veth{}", &hex[..11])
+}
+
+fn enable_ip_forward() -> Result<(), CniError> {
+    const PATH: &str = "/proc/sys/net/ipv4/ip_forward";
+    let io = |e: std::io::Error| CniError::new(ErrorCode::IoFailure, format!("{PATH}: {e}"));
+    if std::fs::read_to_string(PATH).map_err(io)?.trim() != "1" {
+        std::fs::write(PATH, "1").map_err(io)?;
+    }
+    Ok(())
+}
+
+async fn add(env: &CniEnv, conf: &NetConf) -> Result<Value, CniError> {
+    let netns_path = env.netns.as_deref().unwrap_or(Path::new(""));
+    let sandbox_ns = open_netns(netns_path)?.ok_or_else(|| {
+        CniError::new(
+            ErrorCode::InvalidEnvironment,
+            format!("CNI_NETNS: {} does not exist", netns_path.display()),
+        )
+    })?;
+    let range = &conf.ipam.range;
+    let host = Netlink::host()?;
+    let bridge = host
+        .ensure_bridge(&conf.bridge, conf.mtu, conf.promisc_mode)
+        .await?;
+    if conf.is_gateway {
+        let gw = Ipv4Net::new(range.gateway, range.subnet.prefix_len()).map_err(|e| {
+            CniError::new(
+                ErrorCode::InvalidNetworkConfig,
+                format!("ipam.gateway: {e}"),
+            )
+        })?;
+        host.add_address(bridge.index, gw).await?;
+        enable_ip_forward()?;
+    }
+
+    let store = Store::new(&conf.ipam.data_dir);
+    let ip = store.allocate(range, &env.container_id, &env.ifname)?;
+    let veth = host_veth_name(&conf.name, &env.container_id, &env.ifname);
+    match attach(
+        env,
+        conf,
+        &host,
+        bridge.index,
+        &sandbox_ns,
+        netns_path,
+        &veth,
+        ip,
+    )
+    .await
+    {
+        Ok(result) => Ok(result.to_json()),
+        Err(e) => {
+            // Undo in reverse order; the original error is what the runtime needs to see.
+            if conf.ip_masq {
+                let _ = iptables::teardown_masquerade(&conf.name, &env.container_id, &[ip]);
+            }
+            let _ = host.delete_link(&veth).await;
+            let _ = store.release(&env.container_id, &env.ifname);
+            Err(e)
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn attach(
+    env: &CniEnv,
+    conf: &NetConf,
+    host: &Netlink,
+    bridge_index: u32,
+    sandbox_ns: &std::fs::File,
+    netns_path: &Path,
+    veth: &str,
+    ip: Ipv4Addr,
+) -> Result<CniResult, CniError> {
+    let range = &conf.ipam.range;
+    host.create_veth(veth, &env.ifname, sandbox_ns, bridge_index, conf.mtu)
+        .await?;
+    let host_end = host.link(veth).await?.ok_or_else(|| {
+        CniError::new(
+            ErrorCode::IoFailure,
+            format!("veth {veth} vanished after creation"),
+        )
+    })?;
+    if conf.hairpin_mode {
+        host.set_hairpin(host_end.index, true).await?;
+    }
+
+    let sandbox = Netlink::in_netns(sandbox_ns, netns_path)?;
+    sandbox.set_up(LOOPBACK_INDEX).await?;
+    let pod_end = sandbox.link(&env.ifname).await?.ok_or_else(|| {
+        CniError::new(
+            ErrorCode::IoFailure,
+            format!("{} vanished from the sandbox", env.ifname),
+        )
+    })?;
+    let address = Ipv4Net::new(ip, range.subnet.prefix_len())
+        .map_err(|e| CniError::new(ErrorCode::InvalidNetworkConfig, format!("ipam.subnet: {e}")))?;
+    sandbox.add_address(pod_end.index, address).await?;
+    // Up before routes: a gateway is only reachable once the link's subnet route exists.
+    sandbox.set_up(pod_end.index).await?;
+
+    let mut routes: Vec<(Ipv4Net, Option<Ipv4Addr>)> =
+        conf.ipam.routes.iter().map(|r| (r.dst, r.gw)).collect();
+    let default_route = Ipv4Net::default();
+    if conf.is_default_gateway && !routes.iter().any(|(dst, _)| *dst == default_route) {
+        routes.push((default_route, Some(range.gateway)));
+    }
+    for (dst, gw) in &routes {
+        sandbox
+            .add_route(*dst, gw.unwrap_or(range.gateway), pod_end.index)
+            .await?;
+    }
+
+    if conf.ip_masq {
+        iptables::setup_masquerade(&conf.name, &env.container_id, ip, range.subnet)?;
+    }
+
+    // The bridge takes the lowest port MAC, so read it after the port was added.
+    let bridge = host.link(&conf.bridge).await?.ok_or_else(|| {
+        CniError::new(
+            ErrorCode::IoFailure,
+            format!("bridge {} vanished", conf.bridge),
+        )
+    })?;
+    Ok(CniResult {
+        cni_version: conf.cni_version.clone(),
+        interfaces: vec![
+            Interface {
+                name: bridge.name,
+                mac: bridge.mac,
+                sandbox: None,
+            },
+            Interface {
+                name: host_end.name,
+                mac: host_end.mac,
+                sandbox: None,
+            },
+            Interface {
+                name: env.ifname.clone(),
+                mac: pod_end.mac,
+                sandbox: Some(netns_path.display().to_string()),
+            },
+        ],
+        ips: vec![IpConfig {
+            address,
+            gateway: Some(range.gateway),
+            interface: 2,
+        }],
+        routes,
+        dns: conf.dns.clone(),
+    })
+}
+
+async fn del(env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
+    let host = Netlink::host()?;
+    let veth = host_veth_name(&conf.name, &env.container_id, &env.ifname);
+    // Deleting either end of a veth deletes both; the node end needs no netns.
+    if !host.delete_link(&veth).await? {
+        if let Some(path) = env.netns.as_deref() {
+            delete_in_sandbox(path, &env.ifname).await?;
+        }
+    }
+    let store = Store::new(&conf.ipam.data_dir);
+    if conf.ip_masq {
+        let ips = store.lookup(&env.container_id, &env.ifname)?;
+        iptables::teardown_masquerade(&conf.name, &env.container_id, &ips)?;
+    }
+    // Released last, so the address cannot be handed out while the old veth still holds it.
+    store.release(&env.container_id, &env.ifname)?;
+    Ok(())
+}
+
+/// Removes `ifname` from the sandbox if both still exist; a sandbox that is
+/// gone (deleted, unmounted, not a netns any more) counts as done.
+async fn delete_in_sandbox(path: &Path, ifname: &str) -> Result<(), CniError> {
+    let Some(ns) = open_netns(path)? else {
+        return Ok(());
+    };
+    let sandbox = match Netlink::in_netns(&ns, path) {
+        Ok(s) => s,
+        Err(NetlinkError::EnterNetns { .. }) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    sandbox.delete_link(ifname).await?;
+    Ok(())
+}
+
+async fn check(env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
+    if matches!(conf.cni_version.as_str(), "0.3.0" | "0.3.1") {
+        return Err(CniError::new(
+            ErrorCode::IncompatibleVersion,
+            format!(
+                "cniVersion: CHECK needs 0.4.0 or later, got {}",
+                conf.cni_version
+            ),
+        ));
+    }
+    let mismatch = |msg: String| CniError::new(ErrorCode::CheckMismatch, msg);
+    let path = env.netns.as_deref().unwrap_or(Path::new(""));
+    let ns = open_netns(path)?.ok_or_else(|| {
+        CniError::new(
+            ErrorCode::UnknownContainer,
+            format!("CNI_NETNS: {} does not exist", path.display()),
+        )
+    })?;
+
+    // Expected addresses: the ADD result the runtime passes back, else our reservations.
+    let mut expected: Vec<Ipv4Net> = conf
+        .prev_result
+        .as_ref()
+        .and_then(|r| r.get("ips"))
+        .and_then(Value::as_array)
+        .map(|ips| {
+            ips.iter()
+                .filter_map(|ip| ip.get("address")?.as_str()?.parse::<Ipv4Net>().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    if expected.is_empty() {
+        let prefix = conf.ipam.range.subnet.prefix_len();
+        expected = Store::new(&conf.ipam.data_dir)
+            .lookup(&env.container_id, &env.ifname)?
+            .into_iter()
+            .filter_map(|ip| Ipv4Net::new(ip, prefix).ok())
+            .collect();
+    }
+    if expected.is_empty() {
+        return Err(mismatch(format!(
+            "no address is reserved for container {} ifname {}",
+            env.container_id, env.ifname
+        )));
+    }
+
+    let host = Netlink::host()?;
+    if host.link(&conf.bridge).await?.is_none() {
+        return Err(mismatch(format!("bridge {} does not exist", conf.bridge)));
+    }
+    let veth = host_veth_name(&conf.name, &env.container_id, &env.ifname);
+    if host.link(&veth).await?.is_none() {
+        return Err(mismatch(format!("host veth {veth} does not exist")));
+    }
+    let sandbox = Netlink::in_netns(&ns, path)?;
+    let pod_end = sandbox.link(&env.ifname).await?.ok_or_else(|| {
+        mismatch(format!(
+            "interface {} does not exist in {}",
+            env.ifname,
+            path.display()
+        ))
+    })?;
+    let present = sandbox.addresses(pod_end.index).await?;
+    for want in expected {
+        if !present.contains(&want) {
+            return Err(mismatch(format!("{} lacks address {want}", env.ifname)));
+        }
+    }
+    Ok(())
+}
+
+async fn gc(conf: &NetConf) -> Result<(), CniError> {
+    let Some(valid) = &conf.valid_attachments else {
+        // Without the runtime's list we cannot tell what is stale; free nothing.
+        return Ok(());
+    };
+    let freed = Store::new(&conf.ipam.data_dir).retain(valid)?;
+    if freed.is_empty() {
+        return Ok(());
+    }
+    let host = Netlink::host()?;
+    for (ip, container_id, ifname) in freed {
+        host.delete_link(&host_veth_name(&conf.name, &container_id, &ifname))
+            .await?;
+        if conf.ip_masq {
+            iptables::teardown_masquerade(&conf.name, &container_id, &[ip])?;
+        }
+    }
+    Ok(())
+}
