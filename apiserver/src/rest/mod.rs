@@ -283,14 +283,33 @@ async fn resource(State(state): State<Arc<AppState>>, req: Request) -> Response 
     }
 }
 
-async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
-    match http_body_util::Limited::new(body, limit).collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::too_large()),
-        Err(e) => Err(ApiError::bad_request(format!(
-            "reading the request body: {e}"
-        ))),
+/// How much of an oversized body is read (and thrown away) before the 413
+/// is sent: a client still writing when the server answers and closes gets
+/// a reset instead of the Status, so modest excesses are drained first.
+const DRAIN_LIMIT: usize = 16 * 1024 * 1024;
+
+/// The request body, or 413 when it is over `limit`.
+async fn read_body(mut body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    let mut buf = bytes::BytesMut::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame =
+            frame.map_err(|e| ApiError::bad_request(format!("reading the request body: {e}")))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        seen += data.len();
+        if seen > DRAIN_LIMIT {
+            break;
+        }
+        if seen <= limit {
+            buf.extend_from_slice(&data);
+        }
     }
+    if seen > limit {
+        return Err(ApiError::too_large());
+    }
+    Ok(buf.freeze())
 }
 
 fn bool_param(q: &HashMap<String, String>, name: &str) -> bool {
