@@ -49,18 +49,18 @@ fn sh(cmd: &mut Command) {
 }
 
 /// A network namespace with a private containerd in it; both go on drop.
-struct Node_ {
+struct TestNode {
     dir: tempfile::TempDir,
     netns: String,
 }
 
-impl Node_ {
-    fn start() -> Node_ {
+impl TestNode {
+    fn start() -> TestNode {
         let dir = tempfile::tempdir().unwrap();
         let netns = format!("fk-kubelet-{}", std::process::id());
         sh(Command::new("ip").args(["netns", "add", &netns]));
         sh(Command::new("ip").args(["-n", &netns, "link", "set", "lo", "up"]));
-        let node = Node_ { dir, netns };
+        let node = TestNode { dir, netns };
         let d = node.ctd_dir();
         sh(Command::new("bash")
             .arg(repo().join("deploy/containerd/containerd.sh"))
@@ -91,7 +91,7 @@ impl Node_ {
     }
 }
 
-impl Drop for Node_ {
+impl Drop for TestNode {
     fn drop(&mut self) {
         let _ = Command::new("bash")
             .arg(repo().join("deploy/containerd/containerd.sh"))
@@ -103,7 +103,7 @@ impl Drop for Node_ {
     }
 }
 
-fn kubelet_config(cluster: &TestCluster, node: &Node_) -> kubelet::Config {
+fn kubelet_config(cluster: &TestCluster, node: &TestNode) -> kubelet::Config {
     let cert = cluster
         .ca()
         .issue_client(&format!("system:node:{NODE}"), &["system:nodes"])
@@ -214,7 +214,7 @@ async fn kubelet_registers_runs_pods_and_adopts_them_after_restart() {
         );
         return;
     }
-    let node = Node_::start();
+    let node = TestNode::start();
     let cluster = TestCluster::start().await;
     let client = Client::connect(cluster.kubeconfig_path()).await.unwrap();
     let config = kubelet_config(&cluster, &node);
