@@ -1,0 +1,73 @@
+//! The container runtime boundary: the [`Runtime`] trait holds exactly the
+//! CRI operations the kubelet uses; [`RemoteRuntime`] speaks CRI v1 to
+//! containerd over a unix socket, [`FakeRuntime`] records calls in memory
+//! for unit tests.
+//!
+//! To ensure correctness an implementation must: return sandboxes and
+//! containers with the labels they were created with (the kubelet finds its
+//! pods again by `io.kubernetes.pod.uid` after a restart); number attempts as
+//! given in the metadata; and fail `pull_image` rather than invent an image.
+
+mod fake;
+mod remote;
+
+pub(crate) use fake::now_ns;
+pub use fake::FakeRuntime;
+pub use remote::RemoteRuntime;
+
+use k8s_cri::v1 as cri;
+
+/// A failed runtime call: which operation, and the runtime's message.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("connecting to the container runtime at {endpoint}: {message}")]
+    Connect { endpoint: String, message: String },
+    #[error("CRI {op} failed: {message}")]
+    Call { op: &'static str, message: String },
+}
+
+impl RuntimeError {
+    pub(crate) fn call(op: &'static str, status: tonic::Status) -> RuntimeError {
+        RuntimeError::Call {
+            op,
+            message: status.message().to_string(),
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, RuntimeError>;
+
+/// The CRI operations the kubelet uses.
+#[async_trait::async_trait]
+pub trait Runtime: Send + Sync + 'static {
+    async fn version(&self) -> Result<cri::VersionResponse>;
+    /// Creates and starts a sandbox; returns its id.
+    async fn run_pod_sandbox(&self, config: cri::PodSandboxConfig) -> Result<String>;
+    async fn stop_pod_sandbox(&self, id: &str) -> Result<()>;
+    async fn remove_pod_sandbox(&self, id: &str) -> Result<()>;
+    async fn pod_sandbox_status(&self, id: &str) -> Result<cri::PodSandboxStatus>;
+    async fn list_pod_sandboxes(&self) -> Result<Vec<cri::PodSandbox>>;
+    /// Creates a container in `sandbox_id`; returns its id.
+    async fn create_container(
+        &self,
+        sandbox_id: &str,
+        config: cri::ContainerConfig,
+        sandbox_config: cri::PodSandboxConfig,
+    ) -> Result<String>;
+    async fn start_container(&self, id: &str) -> Result<()>;
+    /// Stops with SIGTERM, then SIGKILL after `timeout_seconds`.
+    async fn stop_container(&self, id: &str, timeout_seconds: i64) -> Result<()>;
+    async fn remove_container(&self, id: &str) -> Result<()>;
+    async fn container_status(&self, id: &str) -> Result<cri::ContainerStatus>;
+    async fn list_containers(&self) -> Result<Vec<cri::Container>>;
+    /// The image's id (`sha256:...`) when present, `None` when missing.
+    async fn image_status(&self, image: &str) -> Result<Option<String>>;
+    /// Pulls an image; returns its reference.
+    async fn pull_image(&self, image: &str) -> Result<String>;
+    async fn exec_sync(
+        &self,
+        id: &str,
+        cmd: Vec<String>,
+        timeout_seconds: i64,
+    ) -> Result<cri::ExecSyncResponse>;
+}
