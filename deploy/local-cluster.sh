@@ -21,28 +21,9 @@ kubeconfig="$dir/kubernetes/admin.conf"
 ready_timeout_s=60
 export FERROKUBE_ETCD_DIR="${FERROKUBE_ETCD_DIR:-$dir/etcd}"
 
-log() { echo "local-cluster: $*" >&2; }
-die() { log "error: $*"; exit 1; }
-
-as_root() {
-  if [ "$(id -u)" -eq 0 ]; then "$@"
-  elif command -v sudo >/dev/null; then sudo "$@"
-  else die "need root (or sudo) to run: $*"
-  fi
-}
-
-install_packages() {
-  local missing=() pkg
-  for pkg in protobuf-compiler etcd-client openssl; do
-    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
-  done
-  if [ "${#missing[@]}" -gt 0 ]; then
-    log "installing ${missing[*]}"
-    as_root apt-get update
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
-  fi
-  command -v kubectl >/dev/null || die "kubectl not found: install kubectl 1.32, then rerun"
-}
+prog=local-cluster
+# shellcheck source=deploy/lib.sh
+. "$repo/deploy/lib.sh"
 
 build() {
   command -v cargo >/dev/null || die "cargo not found: install Rust 1.85 or newer (rustup), then rerun"
@@ -65,7 +46,8 @@ ready() {
 }
 
 start() {
-  install_packages
+  install_packages protobuf-compiler etcd-client openssl
+  command -v kubectl >/dev/null || die "kubectl not found: install kubectl 1.32, then rerun"
   build
   ETCD_LITE_BIN="$target/etcd-lite" "$repo/deploy/local-etcd-cluster.sh" start >/dev/null
   local endpoints="http://127.0.0.1:12379,http://127.0.0.1:22379,http://127.0.0.1:32379"
@@ -109,7 +91,8 @@ https://127.0.0.1:$port. Certificates and kubeconfigs are in $dir/kubernetes.
   kubectl api-resources
   etcdctl --endpoints=127.0.0.1:12379 get /registry --prefix --keys-only
 
-Nothing runs pods yet: the scheduler, controllers and kubelet come later.
+No node joins this cluster yet (the kubelet is not part of it; the scheduler
+and controllers come later), so objects are stored and served but no pod runs.
 Logs:  tail -f $dir/kube-apiserver.log
 Stop:  $0 stop      (data kept; 'clean' deletes it)
 EOF

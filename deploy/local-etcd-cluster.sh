@@ -27,27 +27,9 @@ endpoints() {
   (IFS=,; echo "${out[*]}")
 }
 
-log() { echo "local-etcd-cluster: $*" >&2; }
-die() { log "error: $*"; exit 1; }
-
-as_root() {
-  if [ "$(id -u)" -eq 0 ]; then "$@"
-  elif command -v sudo >/dev/null; then sudo "$@"
-  else die "need root (or sudo) to run: $*"
-  fi
-}
-
-install_packages() {
-  local missing=() pkg
-  for pkg in protobuf-compiler etcd-client; do
-    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
-  done
-  if [ "${#missing[@]}" -gt 0 ]; then
-    log "installing ${missing[*]}"
-    as_root apt-get update
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
-  fi
-}
+prog=local-etcd-cluster
+# shellcheck source=deploy/lib.sh
+. "$repo/deploy/lib.sh"
 
 server_binary() {
   if [ -n "${ETCD_LITE_BIN:-}" ]; then
@@ -100,7 +82,7 @@ EOF
 }
 
 start() {
-  install_packages
+  install_packages protobuf-compiler etcd-client
   local all_running=1 name
   for name in "${names[@]}"; do
     [ -n "$(running_pid "$name")" ] || all_running=0
