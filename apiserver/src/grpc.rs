@@ -28,6 +28,7 @@ use crate::codec::FieldValidation;
 use crate::error::{ApiError, Cause};
 use crate::registry::{
     Context, DeleteOptions, Deleted, ListOptions, PatchType, Registry, WatchItem, WatchOptions,
+    WriteScope,
 };
 use crate::watch_cache::EventType;
 
@@ -432,7 +433,7 @@ impl ApiService {
                 pods,
                 opt(&body.namespace),
                 &body.name,
-                Some("binding"),
+                WriteScope::System,
                 None,
                 &ctx,
                 move |old| crate::rest::subresource::bind(old, &pod, &node, annotations.as_ref()),

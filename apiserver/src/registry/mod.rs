@@ -56,6 +56,30 @@ pub struct Context {
     pub field_validation: FieldValidation,
 }
 
+/// Which part of an object a write may change, as upstream's per-subresource
+/// update strategies decide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteScope {
+    /// The main resource: status and system metadata come from the stored object.
+    Object,
+    /// The `status` subresource: only the status changes.
+    Status,
+    /// An internal write (pod binding, namespace finalize) that starts from
+    /// the stored object: only the system metadata is forced back.
+    System,
+}
+
+impl WriteScope {
+    /// The scope of a client's update or patch of `subresource`.
+    pub fn of_subresource(subresource: Option<&str>) -> Result<WriteScope, ApiError> {
+        match subresource {
+            None => Ok(WriteScope::Object),
+            Some("status") => Ok(WriteScope::Status),
+            Some(other) => Err(ApiError::no_route(other)),
+        }
+    }
+}
+
 /// The result of a write.
 #[derive(Debug, Clone)]
 pub struct Written {
@@ -63,6 +87,17 @@ pub struct Written {
     pub warnings: Vec<String>,
     /// True when a PUT created the object.
     pub created: bool,
+}
+
+impl Written {
+    /// An object written (or, for a dry run, that would be) at `revision`.
+    fn at(object: Value, revision: i64, created: bool) -> Written {
+        Written {
+            object: watch_cache::with_resource_version(object, revision),
+            warnings: Vec::new(),
+            created,
+        }
+    }
 }
 
 /// The result of a delete.
@@ -574,20 +609,14 @@ impl Registry {
             return Err(ApiError::invalid(res, &name, causes));
         }
         admission::validate(self, res, Operation::Create, &obj, None, ctx).await?;
-        let is_service = res.plural == "services" && res.group.is_empty();
         // What the client asked for; anything else the allocator picked.
         let requested = allocator::held_keys(&obj);
         let key = Self::key(res, namespace, &name);
         for _ in 0..ALLOCATION_ATTEMPTS {
             let mut candidate = obj.clone();
-            let plan = if is_service {
-                self.services
-                    .plan(&self.storage, &mut candidate, None)
-                    .await
-                    .map_err(|c| ApiError::invalid(res, &name, c))?
-            } else {
-                Default::default()
-            };
+            let plan = self
+                .allocation_plan(res, &name, &mut candidate, None)
+                .await?;
             if ctx.dry_run {
                 return Ok(Written {
                     object: candidate,
@@ -596,13 +625,7 @@ impl Registry {
                 });
             }
             match self.storage.create(&key, &candidate, &plan.reserve).await {
-                Ok(rev) => {
-                    return Ok(Written {
-                        object: watch_cache::with_resource_version(candidate, rev),
-                        warnings: vec![],
-                        created: true,
-                    })
-                }
+                Ok(rev) => return Ok(Written::at(candidate, rev, true)),
                 // A concurrent create claimed the address or port we
                 // picked: pick again.
                 Err(StorageError::Reserved(k)) if !requested.contains(&k) => continue,
@@ -614,6 +637,36 @@ impl Registry {
             &name,
             "too many concurrent allocations, please try again",
         ))
+    }
+
+    /// Deletes a stored object if it is unchanged, releasing what it holds
+    /// (a Service's ClusterIP and NodePorts) in the same transaction.
+    async fn remove(&self, stored: &Stored) -> Result<(Stored, i64), StorageError> {
+        self.storage
+            .delete(
+                &stored.key,
+                stored.mod_revision,
+                &allocator::held_keys(&stored.value),
+            )
+            .await
+    }
+
+    /// The allocation keys a write claims and releases: a Service's
+    /// ClusterIP and NodePorts (filled into `obj`); nothing for other kinds.
+    async fn allocation_plan(
+        &self,
+        res: &ResourceInfo,
+        name: &str,
+        obj: &mut Value,
+        old: Option<&Value>,
+    ) -> Result<allocator::Plan, ApiError> {
+        if res.plural != "services" || !res.group.is_empty() {
+            return Ok(allocator::Plan::default());
+        }
+        self.services
+            .plan(&self.storage, obj, old)
+            .await
+            .map_err(|c| ApiError::invalid(res, name, c))
     }
 
     /// Fills the URL's namespace into the object, refusing a different one.
@@ -650,6 +703,7 @@ impl Registry {
         body: Value,
         ctx: &Context,
     ) -> Result<Written, ApiError> {
+        let scope = WriteScope::of_subresource(subresource)?;
         let decoded = codec::decode_object(res, body, ctx.field_validation)?;
         let mut obj = decoded.object;
         self.check_namespace_matches(res, namespace, &mut obj)?;
@@ -669,7 +723,7 @@ impl Registry {
             .transpose()?;
         let body = obj;
         let mut w = self
-            .update_with(res, namespace, name, subresource, requested_rv, ctx, |_| {
+            .update_with(res, namespace, name, scope, requested_rv, ctx, |_| {
                 Ok(body.clone())
             })
             .await?;
@@ -690,6 +744,7 @@ impl Registry {
         patch: &[u8],
         ctx: &Context,
     ) -> Result<Written, ApiError> {
+        let scope = WriteScope::of_subresource(subresource)?;
         let parsed: Value = serde_json::from_slice(patch)
             .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
         let requested_rv = match patch_type {
@@ -704,7 +759,7 @@ impl Registry {
             res,
             namespace,
             name,
-            subresource,
+            scope,
             requested_rv,
             ctx,
             move |current| {
@@ -732,7 +787,7 @@ impl Registry {
         res: &ResourceInfo,
         namespace: Option<&str>,
         name: &str,
-        subresource: Option<&str>,
+        scope: WriteScope,
         requested_rv: Option<i64>,
         ctx: &Context,
         change: impl Fn(&Value) -> Result<Value, ApiError>,
@@ -746,13 +801,10 @@ impl Registry {
             }
             let old = watch_cache::visible(stored.clone());
             let mut new = change(&old)?;
-            match subresource {
-                Some("status") => strategy::prepare_for_status_update(&mut new, &old),
-                // Internal writes (binding) start from the stored object and
-                // keep everything but the system metadata they may not touch.
-                Some("binding") => strategy::keep_system_metadata(&mut new, &old),
-                Some(other) => return Err(ApiError::no_route(other)),
-                None => strategy::prepare_for_update(res, &mut new, &old),
+            match scope {
+                WriteScope::Object => strategy::prepare_for_update(res, &mut new, &old),
+                WriteScope::Status => strategy::prepare_for_status_update(&mut new, &old),
+                WriteScope::System => strategy::keep_system_metadata(&mut new, &old),
             }
             defaults::apply(res, &mut new);
             admission::mutate(self, res, Operation::Update, &mut new, Some(&old), ctx).await?;
@@ -779,41 +831,18 @@ impl Registry {
                     created: false,
                 });
             }
-            let plan = if res.plural == "services" && res.group.is_empty() {
-                self.services
-                    .plan(&self.storage, &mut new, Some(&stored.value))
-                    .await
-                    .map_err(|c| ApiError::invalid(res, name, c))?
-            } else {
-                Default::default()
-            };
+            let plan = self
+                .allocation_plan(res, name, &mut new, Some(&stored.value))
+                .await?;
             // A dry run shows the object as it would be stored, at the
             // stored resourceVersion (nothing was written).
             if ctx.dry_run {
-                return Ok(Written {
-                    object: watch_cache::with_resource_version(new, stored.mod_revision),
-                    warnings: vec![],
-                    created: false,
-                });
+                return Ok(Written::at(new, stored.mod_revision, false));
             }
             // The last finalizer removed from an object being deleted: it goes.
             if finalized(&new) && res.plural != "namespaces" {
-                match self
-                    .storage
-                    .delete(
-                        &stored.key,
-                        stored.mod_revision,
-                        &allocator::held_keys(&stored.value),
-                    )
-                    .await
-                {
-                    Ok((_, rev)) => {
-                        return Ok(Written {
-                            object: watch_cache::with_resource_version(new, rev),
-                            warnings: vec![],
-                            created: false,
-                        })
-                    }
+                match self.remove(&stored).await {
+                    Ok((_, rev)) => return Ok(Written::at(new, rev, false)),
                     Err(StorageError::Conflict { .. }) if requested_rv.is_none() => continue,
                     Err(e) => return Err(storage_error(res, name, e)),
                 }
@@ -829,13 +858,7 @@ impl Registry {
                 )
                 .await
             {
-                Ok(rev) => {
-                    return Ok(Written {
-                        object: watch_cache::with_resource_version(new, rev),
-                        warnings: vec![],
-                        created: false,
-                    })
-                }
+                Ok(rev) => return Ok(Written::at(new, rev, false)),
                 Err(StorageError::Conflict { .. }) if requested_rv.is_none() => continue,
                 Err(e) => return Err(storage_error(res, name, e)),
             }
@@ -913,15 +936,7 @@ impl Registry {
                     Err(e) => return Err(storage_error(res, name, e)),
                 }
             }
-            match self
-                .storage
-                .delete(
-                    &stored.key,
-                    stored.mod_revision,
-                    &allocator::held_keys(&stored.value),
-                )
-                .await
-            {
+            match self.remove(&stored).await {
                 Ok((prev, rev)) => {
                     return Ok(Deleted::Gone(watch_cache::with_resource_version(
                         prev.value, rev,
@@ -1044,11 +1059,19 @@ impl Registry {
     ) -> Result<Value, ApiError> {
         let namespaces = ferrokube_api::resources::find("", "v1", "namespaces").expect("served");
         let written = self
-            .update_with(namespaces, None, name, Some("binding"), None, ctx, |old| {
-                let mut new = old.clone();
-                new["spec"]["finalizers"] = finalizers.clone();
-                Ok(new)
-            })
+            .update_with(
+                namespaces,
+                None,
+                name,
+                WriteScope::System,
+                None,
+                ctx,
+                |old| {
+                    let mut new = old.clone();
+                    new["spec"]["finalizers"] = finalizers.clone();
+                    Ok(new)
+                },
+            )
             .await?;
         let obj = written.object;
         let done = obj.pointer("/metadata/deletionTimestamp").is_some()
@@ -1062,8 +1085,7 @@ impl Registry {
                 .is_none_or(|f| f.is_empty());
         if done && !ctx.dry_run {
             let stored = self.get_stored(namespaces, None, name).await?;
-            self.storage
-                .delete(&stored.key, stored.mod_revision, &[])
+            self.remove(&stored)
                 .await
                 .map_err(|e| storage_error(namespaces, name, e))?;
         }

@@ -11,7 +11,7 @@ use super::request::RequestInfo;
 use super::{respond, AppState};
 use crate::codec;
 use crate::error::ApiError;
-use crate::registry::{Context, DeleteOptions, PatchType};
+use crate::registry::{Context, DeleteOptions, PatchType, WriteScope};
 
 fn success(code: u16) -> Value {
     json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": code})
@@ -70,7 +70,7 @@ pub async fn handle(
                 .filter(|s| !s.is_empty())
                 .and_then(|s| s.parse().ok());
             let written = registry
-                .update_with(res, ns, name, None, rv, ctx, move |old| {
+                .update_with(res, ns, name, WriteScope::Object, rv, ctx, move |old| {
                     let mut new = old.clone();
                     new["spec"]["replicas"] = json!(replicas);
                     Ok(new)
@@ -99,7 +99,7 @@ pub async fn handle(
             let annotations = binding.pointer("/metadata/annotations").cloned();
             let pod_name = name.to_string();
             registry
-                .update_with(res, ns, name, Some("binding"), None, ctx, move |old| {
+                .update_with(res, ns, name, WriteScope::System, None, ctx, move |old| {
                     bind(old, &pod_name, &node, annotations.as_ref())
                 })
                 .await?;
