@@ -112,18 +112,7 @@ const fn core(
     singular: &'static str,
     namespaced: bool,
 ) -> ResourceInfo {
-    ResourceInfo {
-        group: "",
-        version: "v1",
-        kind,
-        plural,
-        singular,
-        namespaced,
-        short_names: &[],
-        categories: &[],
-        verbs: ALL_VERBS,
-        subresources: &[],
-    }
+    grouped("", kind, plural, singular, namespaced)
 }
 
 const fn grouped(
