@@ -9,6 +9,7 @@ pub mod config;
 pub mod cri;
 pub mod node;
 pub mod pod_worker;
+pub mod prober;
 pub mod status;
 
 use std::collections::HashSet;
@@ -122,17 +123,25 @@ pub async fn run_with<R: Runtime>(
         .with_selectors("", &format!("spec.nodeName={}", config.node_name));
     tasks.spawn(reflector.run());
 
-    let worker = Arc::new(PodWorker::new(
+    let probes = Arc::new(prober::ProbeManager::new(
         runtime.clone(),
-        WorkerSettings {
-            node_name: config.node_name.clone(),
-            host_ip,
-            cluster_dns: config.cluster_dns.iter().map(|ip| ip.to_string()).collect(),
-            cluster_domain: config.cluster_domain.clone(),
-            pod_logs_dir: config.pod_logs_dir.clone(),
-        },
-        backoff::CrashLoopBackOff::new(config.backoff_initial, config.backoff_max),
+        Arc::new(client.clone()),
+        &config.node_name,
     ));
+    let worker = Arc::new(
+        PodWorker::new(
+            runtime.clone(),
+            WorkerSettings {
+                node_name: config.node_name.clone(),
+                host_ip,
+                cluster_dns: config.cluster_dns.iter().map(|ip| ip.to_string()).collect(),
+                cluster_domain: config.cluster_domain.clone(),
+                pod_logs_dir: config.pod_logs_dir.clone(),
+            },
+            backoff::CrashLoopBackOff::new(config.backoff_initial, config.backoff_max),
+        )
+        .with_probes(probes.clone()),
+    );
     {
         let (store, client) = (store.clone(), client.clone());
         let sync_every = config.sync_frequency.min(Duration::from_secs(1));
@@ -141,7 +150,11 @@ pub async fn run_with<R: Runtime>(
             let mut tick = tokio::time::interval(sync_every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                tick.tick().await;
+                // A probe result that changed is reported without waiting for the tick.
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = probes.changed() => {}
+                }
                 if !store.is_synced() {
                     continue;
                 }

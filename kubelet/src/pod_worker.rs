@@ -16,7 +16,8 @@ use k8s_openapi::api::core::v1::{Container, Pod, PodStatus};
 
 use crate::backoff::CrashLoopBackOff;
 use crate::cri::{Runtime, RuntimeError};
-use crate::status::{compute_pod_status, ContainersByName, Waiting};
+use crate::prober::ProbeManager;
+use crate::status::{compute_pod_status, ContainersByName, ProbeResults, Waiting};
 
 pub const POD_NAME_LABEL: &str = "io.kubernetes.pod.name";
 pub const POD_NAMESPACE_LABEL: &str = "io.kubernetes.pod.namespace";
@@ -49,6 +50,9 @@ pub struct PodWorker<R> {
     runtime: Arc<R>,
     settings: WorkerSettings,
     backoff: Mutex<CrashLoopBackOff>,
+    /// Liveness, readiness and startup probes (none in tests that do not
+    /// set them with [`PodWorker::with_probes`]).
+    probes: Option<Arc<ProbeManager<R>>>,
 }
 
 fn uid(pod: &Pod) -> String {
@@ -65,7 +69,14 @@ impl<R: Runtime> PodWorker<R> {
             runtime,
             settings,
             backoff: Mutex::new(backoff),
+            probes: None,
         }
+    }
+
+    /// Runs the containers' probes with `probes`.
+    pub fn with_probes(mut self, probes: Arc<ProbeManager<R>>) -> Self {
+        self.probes = Some(probes);
+        self
     }
 
     pub fn runtime(&self) -> &Arc<R> {
@@ -74,6 +85,9 @@ impl<R: Runtime> PodWorker<R> {
 
     pub fn forget_pods_except(&self, live: &std::collections::HashSet<String>) {
         self.backoff.lock().unwrap().retain_pods(live);
+        if let Some(probes) = &self.probes {
+            probes.retain_pods(live);
+        }
     }
 
     /// The pod's sandboxes, newest attempt first.
@@ -119,6 +133,15 @@ impl<R: Runtime> PodWorker<R> {
     pub async fn sync_pod(&self, pod: &Pod) -> Result<SyncOutcome, RuntimeError> {
         let uid = uid(pod);
         let sandboxes = self.sandboxes(&uid).await?;
+        // Probes end with the pod (deleted or finished).
+        if let Some(probes) = &self.probes {
+            let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+            if pod.metadata.deletion_timestamp.is_some()
+                || matches!(phase, Some("Succeeded" | "Failed"))
+            {
+                probes.remove_pod(&uid);
+            }
+        }
         if pod.metadata.deletion_timestamp.is_some() {
             let grace = pod
                 .metadata
@@ -180,6 +203,7 @@ impl<R: Runtime> PodWorker<R> {
                             &waiting,
                             None,
                             &self.settings.host_ip,
+                            &ProbeResults::new(),
                         );
                         return Ok(SyncOutcome::Status(Box::new(status)));
                     }
@@ -274,12 +298,20 @@ impl<R: Runtime> PodWorker<R> {
                 .network
                 .map(|n| n.ip)
         };
+        let probed = match &self.probes {
+            Some(probes) => {
+                probes.sync_pod(pod, &containers, ip.as_deref());
+                probes.results(pod, &containers)
+            }
+            None => ProbeResults::new(),
+        };
         let status = compute_pod_status(
             pod,
             &containers,
             &waiting,
             ip.as_deref(),
             &self.settings.host_ip,
+            &probed,
         );
         Ok(SyncOutcome::Status(Box::new(status)))
     }
