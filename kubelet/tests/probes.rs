@@ -39,7 +39,12 @@ fn ready(pod: &Pod) -> Option<String> {
 }
 
 fn container(pod: &Pod) -> Option<ContainerStatus> {
-    pod.status.as_ref()?.container_statuses.as_ref()?.first().cloned()
+    pod.status
+        .as_ref()?
+        .container_statuses
+        .as_ref()?
+        .first()
+        .cloned()
 }
 
 fn running(pod: &Pod) -> bool {
@@ -75,7 +80,16 @@ fn exec_in(node: &TestNode, pod: &Pod, exec_id: &str, script: &str) {
         .and_then(|c| c.container_id)
         .expect("a running container has an id");
     let id = id.trim_start_matches("containerd://");
-    let out = node.ctr(&["tasks", "exec", "--exec-id", exec_id, id, "sh", "-c", script]);
+    let out = node.ctr(&[
+        "tasks",
+        "exec",
+        "--exec-id",
+        exec_id,
+        id,
+        "sh",
+        "-c",
+        script,
+    ]);
     assert!(
         out.status.success(),
         "ctr tasks exec {script:?}: {}",
@@ -154,15 +168,25 @@ async fn probes_restart_unhealthy_containers_and_gate_readiness() {
 
     // (2) Running but not ready: the file is not there yet (HTTP 404).
     let long = Duration::from_secs(90);
-    let p = wait_pod(&client, node, "readiness-http", "running, not ready", long, |p| {
-        running(p) && ready(p).as_deref() == Some("False")
-    })
+    let p = wait_pod(
+        &client,
+        node,
+        "readiness-http",
+        "running, not ready",
+        long,
+        |p| running(p) && ready(p).as_deref() == Some("False"),
+    )
     .await;
     assert!(!container(&p).unwrap().ready);
     exec_in(node, &p, "ready-on", "echo ok > /www/ready");
-    let p = wait_pod(&client, node, "readiness-http", "Ready after /ready appeared", long, |p| {
-        ready(p).as_deref() == Some("True")
-    })
+    let p = wait_pod(
+        &client,
+        node,
+        "readiness-http",
+        "Ready after /ready appeared",
+        long,
+        |p| ready(p).as_deref() == Some("True"),
+    )
     .await;
     assert!(container(&p).unwrap().ready);
     assert_eq!(container(&p).unwrap().restart_count, 0);
@@ -175,9 +199,14 @@ async fn probes_restart_unhealthy_containers_and_gate_readiness() {
     ]);
     assert_eq!(String::from_utf8_lossy(&jsonpath.stdout), "True");
     exec_in(node, &p, "ready-off", "rm /www/ready");
-    wait_pod(&client, node, "readiness-http", "not Ready after /ready went", long, |p| {
-        ready(p).as_deref() == Some("False") && running(p)
-    })
+    wait_pod(
+        &client,
+        node,
+        "readiness-http",
+        "not Ready after /ready went",
+        long,
+        |p| ready(p).as_deref() == Some("False") && running(p),
+    )
     .await;
     let unhealthy = wait_for(Duration::from_secs(10), || async {
         events_of(&client, "readiness-http").await.iter().any(|e| {
@@ -187,27 +216,51 @@ async fn probes_restart_unhealthy_containers_and_gate_readiness() {
         })
     })
     .await;
-    assert!(unhealthy, "events: {:#?}", events_of(&client, "readiness-http").await);
+    assert!(
+        unhealthy,
+        "events: {:#?}",
+        events_of(&client, "readiness-http").await
+    );
 
     // (3) Not ready until something listens on the named port.
-    let p = wait_pod(&client, node, "readiness-tcp", "running, not ready", long, |p| {
-        running(p) && ready(p).as_deref() == Some("False")
-    })
+    let p = wait_pod(
+        &client,
+        node,
+        "readiness-tcp",
+        "running, not ready",
+        long,
+        |p| running(p) && ready(p).as_deref() == Some("False"),
+    )
     .await;
     exec_in(node, &p, "listen", "httpd -p 9000 -h /tmp");
-    wait_pod(&client, node, "readiness-tcp", "Ready once port 9000 listens", long, |p| {
-        ready(p).as_deref() == Some("True") && container(p).is_some_and(|c| c.ready)
-    })
+    wait_pod(
+        &client,
+        node,
+        "readiness-tcp",
+        "Ready once port 9000 listens",
+        long,
+        |p| ready(p).as_deref() == Some("True") && container(p).is_some_and(|c| c.ready),
+    )
     .await;
 
     // (1) The liveness probe fails once /tmp/healthy is gone: restarted.
-    let p = wait_pod(&client, node, "liveness-exec", "restarted by its liveness probe", long, |p| {
-        container(p).is_some_and(|c| c.restart_count >= 1)
-    })
+    let p = wait_pod(
+        &client,
+        node,
+        "liveness-exec",
+        "restarted by its liveness probe",
+        long,
+        |p| container(p).is_some_and(|c| c.restart_count >= 1),
+    )
     .await;
     let c = container(&p).unwrap();
-    let last = c.last_state.and_then(|s| s.terminated);
-    assert!(last.is_some(), "last state is terminated: {c:#?}");
+    let last = c.last_state.clone().and_then(|s| s.terminated);
+    // sh as PID 1 ignores SIGTERM: killed after the 1 s grace period.
+    assert_eq!(
+        last.map(|t| t.exit_code),
+        Some(137),
+        "last state is terminated by SIGKILL: {c:#?}"
+    );
     let events = events_of(&client, "liveness-exec").await;
     let has = |reason: &str, message: &str| {
         events.iter().any(|e| {
