@@ -523,3 +523,42 @@ async fn grpc_probe_asks_the_health_service_about_the_named_service() {
         ProbeResult::Failure(m) if m.starts_with("timeout: failed to connect service")
     ));
 }
+
+#[tokio::test]
+async fn https_probe_does_not_verify_the_serving_certificate() {
+    let cert = kube_apiserver::pki::self_signed_serving(
+        "probe-target",
+        &["127.0.0.1".parse().unwrap()],
+        &[],
+    )
+    .unwrap();
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.cert_der()], cert.key_der())
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((conn, _)) = listener.accept().await {
+            let Ok(mut tls) = acceptor.accept(conn).await else {
+                continue;
+            };
+            let mut buf = [0u8; 1024];
+            let _ = tls.read(&mut buf).await;
+            let _ = tls
+                .write_all(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n")
+                .await;
+            let _ = tls.flush().await;
+        }
+    });
+    let mut t = target(port);
+    t.scheme = Scheme::Https;
+    assert_eq!(
+        http::probe(&t, Duration::from_secs(2)).await,
+        ProbeResult::Success
+    );
+}
