@@ -128,20 +128,18 @@ pub async fn run_with<R: Runtime>(
         Arc::new(client.clone()),
         &config.node_name,
     ));
-    let worker = Arc::new(
-        PodWorker::new(
-            runtime.clone(),
-            WorkerSettings {
-                node_name: config.node_name.clone(),
-                host_ip,
-                cluster_dns: config.cluster_dns.iter().map(|ip| ip.to_string()).collect(),
-                cluster_domain: config.cluster_domain.clone(),
-                pod_logs_dir: config.pod_logs_dir.clone(),
-            },
-            backoff::CrashLoopBackOff::new(config.backoff_initial, config.backoff_max),
-        )
-        .with_probes(probes.clone()),
+    let worker = PodWorker::new(
+        runtime.clone(),
+        WorkerSettings {
+            node_name: config.node_name.clone(),
+            host_ip,
+            cluster_dns: config.cluster_dns.iter().map(|ip| ip.to_string()).collect(),
+            cluster_domain: config.cluster_domain.clone(),
+            pod_logs_dir: config.pod_logs_dir.clone(),
+        },
+        backoff::CrashLoopBackOff::new(config.backoff_initial, config.backoff_max),
     );
+    let worker = Arc::new(worker.with_probes(probes.clone()));
     {
         let (store, client) = (store.clone(), client.clone());
         let sync_every = config.sync_frequency.min(Duration::from_secs(1));
