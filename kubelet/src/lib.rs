@@ -7,9 +7,13 @@ pub mod backoff;
 pub mod cni;
 pub mod config;
 pub mod cri;
+pub mod env;
+pub mod fieldpath;
 pub mod node;
+pub mod object_source;
 pub mod pod_worker;
 pub mod status;
+pub mod volumes;
 
 use std::collections::HashSet;
 use std::future::Future;
