@@ -126,17 +126,27 @@ pub async fn run_with<R: Runtime>(
         .with_selectors("", &format!("spec.nodeName={}", config.node_name));
     tasks.spawn(reflector.run());
 
-    let worker = Arc::new(PodWorker::new(
-        runtime.clone(),
-        WorkerSettings {
-            node_name: config.node_name.clone(),
-            host_ip,
-            cluster_dns: config.cluster_dns.iter().map(|ip| ip.to_string()).collect(),
-            cluster_domain: config.cluster_domain.clone(),
-            pod_logs_dir: config.pod_logs_dir.clone(),
-        },
-        backoff::CrashLoopBackOff::new(config.backoff_initial, config.backoff_max),
+    // Pod volumes under <root-dir>/pods; projected ones refreshed every syncFrequency.
+    let volumes = Arc::new(volumes::VolumeManager::new(
+        &config.root_dir,
+        Arc::new(object_source::ApiObjectSource::new(client.clone())),
+        &config.node_name,
+        config.sync_frequency,
     ));
+    let worker = Arc::new(
+        PodWorker::new(
+            runtime.clone(),
+            WorkerSettings {
+                node_name: config.node_name.clone(),
+                host_ip,
+                cluster_dns: config.cluster_dns.iter().map(|ip| ip.to_string()).collect(),
+                cluster_domain: config.cluster_domain.clone(),
+                pod_logs_dir: config.pod_logs_dir.clone(),
+            },
+            backoff::CrashLoopBackOff::new(config.backoff_initial, config.backoff_max),
+        )
+        .with_volume_manager(volumes.clone()),
+    );
     {
         let (store, client) = (store.clone(), client.clone());
         let sync_every = config.sync_frequency.min(Duration::from_secs(1));
@@ -157,9 +167,21 @@ pub async fn run_with<R: Runtime>(
                     in_flight.lock().unwrap().insert(String::new());
                     let (worker, in_flight, live) =
                         (worker.clone(), in_flight.clone(), live.clone());
+                    let (volumes, store) = (volumes.clone(), store.clone());
                     tokio::spawn(async move {
                         if let Err(e) = worker.kill_orphans(&live).await {
                             tracing::warn!(error = %e, "removing orphaned sandboxes failed");
+                        } else {
+                            // Their containers are gone: unmount and remove their volumes,
+                            // keeping pods that reached the store meanwhile.
+                            let mut keep = live;
+                            keep.extend(
+                                store
+                                    .list()
+                                    .into_iter()
+                                    .filter_map(|p| p.metadata.uid.clone()),
+                            );
+                            volumes.clean_up_orphaned_pods(&keep);
                         }
                         in_flight.lock().unwrap().remove("");
                     });

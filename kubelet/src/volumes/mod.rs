@@ -218,6 +218,27 @@ impl VolumeManager {
             .join(name))
     }
 
+    /// Where each of the pod's volumes is (or will be) on the node, without
+    /// I/O: the same paths [`VolumeManager::set_up_pod`] returns.
+    pub fn pod_volumes(&self, pod: &Pod) -> PodVolumes {
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let mut out = PodVolumes::new();
+        for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
+            let Some(kind) = VolumeKind::of(v) else {
+                continue;
+            };
+            let host_path = match &v.host_path {
+                Some(src) => PathBuf::from(&src.path),
+                None => match self.volume_dir(&uid, kind, &v.name) {
+                    Ok(dir) => dir,
+                    Err(_) => continue,
+                },
+            };
+            out.insert(v.name.clone(), MountedVolume { kind, host_path });
+        }
+        out
+    }
+
     async fn allocatable(&self) -> BTreeMap<String, Quantity> {
         match self.objects.node(&self.node_name).await {
             Ok(n) => n.status.and_then(|s| s.allocatable).unwrap_or_default(),

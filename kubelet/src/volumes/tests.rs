@@ -214,6 +214,7 @@ async fn mounts_follow_volume_mounts() {
         ]),
     );
     let vols = m.set_up_pod(&p).await.unwrap();
+    assert_eq!(m.pod_volumes(&p), vols);
     let c = &p.spec.as_ref().unwrap().containers[0];
     let env = vec![("POD".to_string(), "web".to_string())];
     let mounts = container_mounts(c, &vols, &env).unwrap();
