@@ -3,7 +3,7 @@
 //! resourceFieldRef, envFrom and service links as the container prints
 //! it; a configMap volume whose update reaches the running container; an
 //! emptyDir shared by two containers; a `medium: Memory` emptyDir that is a
-//! tmpfs of its sizeLimit; missing configMaps as CreateContainerConfigError
+//! tmpfs of its sizeLimit; a secret volume on tmpfs with its defaultMode; missing configMaps as CreateContainerConfigError
 //! and FailedMount; volumes removed with the pod. Root only.
 
 mod support;
@@ -88,6 +88,9 @@ fn reader_pod(node: &str) -> Pod {
 env | sort | sed 's/^/env: /'
 echo "tmpfs: `grep ' /mem ' /proc/mounts`"
 echo "df: `df -k /mem | tail -1`"
+echo "secret: `cat /etc/secret/password` mode `stat -L -c %a /etc/secret/password`"
+echo "secretfs: `grep ' /etc/secret ' /proc/mounts`"
+touch /etc/cfg/new 2>/dev/null && echo cfg-writable || echo cfg-readonly
 echo started > /shared/from-main
 while true; do echo "key=`cat /etc/cfg/key`"; sleep 1; done
 "#;
@@ -99,6 +102,7 @@ while true; do echo "key=`cat /etc/cfg/key`"; sleep 1; done
             "volumes": [
                 {"name": "cfg", "configMap": {"name": "app-config"}},
                 {"name": "shared", "emptyDir": {}},
+                {"name": "secret", "secret": {"secretName": "app-secret", "defaultMode": 0o400}},
                 {"name": "mem", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}},
                 {"name": "info", "downwardAPI": {"items": [
                     {"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}}]}}
@@ -121,6 +125,7 @@ while true; do echo "key=`cat /etc/cfg/key`"; sleep 1; done
                     "volumeMounts": [
                         {"name": "cfg", "mountPath": "/etc/cfg"},
                         {"name": "shared", "mountPath": "/shared"},
+                        {"name": "secret", "mountPath": "/etc/secret"},
                         {"name": "mem", "mountPath": "/mem"},
                         {"name": "info", "mountPath": "/etc/info"}
                     ]
@@ -240,6 +245,12 @@ async fn volumes_and_env_reach_containers_and_follow_updates() {
     assert!(tmpfs.contains("size=16384k"), "{tmpfs}");
     let df = log.lines().find(|l| l.starts_with("df: ")).unwrap();
     assert_eq!(df.split_whitespace().nth(2), Some("16384"), "{df}");
+
+    // Secrets sit on a tmpfs with their defaultMode; configMaps are read-only.
+    assert!(log.contains("secret: s3cr3t mode 400"), "{log}");
+    let secretfs = log.lines().find(|l| l.starts_with("secretfs: ")).unwrap();
+    assert!(secretfs.contains(" /etc/secret tmpfs ro,"), "{secretfs}");
+    assert!(log.lines().any(|l| l == "cfg-readonly"), "{log}");
 
     // The emptyDir is shared: the sidecar sees what main wrote; both see
     // the downward API labels.

@@ -148,6 +148,15 @@ impl VolumeKind {
                 | VolumeKind::Projected
         )
     }
+
+    /// secret, downwardAPI and projected volumes sit on a tmpfs, as
+    /// upstream's (secrets never reach the node's disk); configMaps on disk.
+    pub fn is_memory_backed(self) -> bool {
+        matches!(
+            self,
+            VolumeKind::Secret | VolumeKind::DownwardApi | VolumeKind::Projected
+        )
+    }
 }
 
 /// A volume ready to mount.
@@ -166,6 +175,9 @@ pub struct VolumeManager {
     objects: Arc<dyn ObjectSource>,
     node_name: String,
     refresh_period: Duration,
+    /// Whether memory-backed kinds get their tmpfs (off only in unit tests
+    /// that run without the right to mount).
+    tmpfs: bool,
     /// When each pod's projected volumes were last refreshed.
     refreshed: Mutex<HashMap<String, Instant>>,
 }
@@ -184,8 +196,15 @@ impl VolumeManager {
             objects,
             node_name: node_name.to_string(),
             refresh_period,
+            tmpfs: true,
             refreshed: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// secret, downwardAPI and projected volumes as plain directories.
+    pub fn without_tmpfs(mut self) -> Self {
+        self.tmpfs = false;
+        self
     }
 
     /// No root directory and no objects: pods without volumes (and with
@@ -196,6 +215,7 @@ impl VolumeManager {
             objects: Arc::new(FakeObjectSource::default()),
             node_name: String::new(),
             refresh_period: Duration::from_secs(60),
+            tmpfs: false,
             refreshed: Mutex::new(HashMap::new()),
         }
     }
@@ -303,6 +323,15 @@ impl VolumeManager {
                 };
             empty_dir::set_up(&dir, src, size)?;
             return Ok(dir);
+        }
+        if self.tmpfs && kind.is_memory_backed() && !empty_dir::is_mount_point(&dir) {
+            let memory = k8s_openapi::api::core::v1::EmptyDirVolumeSource {
+                medium: Some("Memory".into()),
+                size_limit: None,
+            };
+            let alloc = self.allocatable().await;
+            let size = empty_dir::memory_size(&memory, pod, alloc.get("memory"));
+            empty_dir::set_up(&dir, &memory, size)?;
         }
         let writer = AtomicWriter::new(&dir);
         if writer.is_written() && !refresh_due {

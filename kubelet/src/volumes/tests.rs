@@ -46,7 +46,13 @@ impl Fixture {
         }
     }
 
+    /// secret/downwardAPI/projected volumes as plain directories, so these
+    /// tests need no right to mount.
     fn manager(&self, refresh: Duration) -> VolumeManager {
+        self.manager_with_tmpfs(refresh).without_tmpfs()
+    }
+
+    fn manager_with_tmpfs(&self, refresh: Duration) -> VolumeManager {
         VolumeManager::new(
             self.root.path(),
             Arc::new(self.objects.clone()),
@@ -298,8 +304,16 @@ fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
-/// Needs root (mount). A tmpfs of the volume's sizeLimit, unmounted and
-/// removed with the pod.
+fn mounted(dir: &Path) -> usize {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(&format!(" {} ", dir.display())))
+        .count()
+}
+
+/// Needs root (mount). A tmpfs of the volume's sizeLimit, and secrets on a
+/// tmpfs of their own; unmounted and removed with the pod.
 #[tokio::test]
 async fn memory_empty_dir_is_a_tmpfs_of_its_size_limit_until_torn_down() {
     if !is_root() {
@@ -307,12 +321,24 @@ async fn memory_empty_dir_is_a_tmpfs_of_its_size_limit_until_torn_down() {
         return;
     }
     let f = Fixture::new();
-    let m = f.manager(Duration::ZERO);
+    let m = f.manager_with_tmpfs(Duration::ZERO);
     let p = pod(
-        serde_json::json!([{"name": "mem", "emptyDir": {"medium": "Memory", "sizeLimit": "8Mi"}}]),
+        serde_json::json!([
+            {"name": "mem", "emptyDir": {"medium": "Memory", "sizeLimit": "8Mi"}},
+            {"name": "creds", "secret": {"secretName": "creds"}},
+            {"name": "cfg", "configMap": {"name": "cfg"}}
+        ]),
         serde_json::json!([]),
     );
     let vols = m.set_up_pod(&p).await.unwrap();
+    let secret = vols["creds"].host_path.clone();
+    assert_eq!(mounted(&secret), 1, "secret volume on tmpfs");
+    assert_eq!(read(&secret.join("password")), "s3cr3t");
+    assert_eq!(
+        mounted(&vols["cfg"].host_path),
+        0,
+        "configMap volume on disk"
+    );
     let dir = vols["mem"].host_path.clone();
     assert!(empty_dir::is_mount_point(&dir));
     let st = nix::sys::statvfs::statvfs(&dir).unwrap();
@@ -326,17 +352,13 @@ async fn memory_empty_dir_is_a_tmpfs_of_its_size_limit_until_torn_down() {
         .find(|l| l.contains(dir.to_str().unwrap()))
         .unwrap();
     assert!(line.contains(" - tmpfs "), "{line}");
-    // A second sync does not stack another mount.
+    // A second sync does not stack more mounts, and keeps the secret.
     m.set_up_pod(&p).await.unwrap();
-    let count = std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .filter(|l| l.contains(dir.to_str().unwrap()))
-        .count();
-    assert_eq!(count, 1);
+    assert_eq!(mounted(&dir), 1);
+    assert_eq!(mounted(&secret), 1);
+    assert_eq!(read(&secret.join("password")), "s3cr3t");
     m.clean_up_orphaned_pods(&HashSet::new());
     assert!(!dir.exists());
-    assert!(!std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .contains(dir.to_str().unwrap()));
+    assert_eq!(mounted(&dir), 0);
+    assert_eq!(mounted(&secret), 0);
 }
