@@ -12,6 +12,7 @@ pub mod fieldpath;
 pub mod node;
 pub mod object_source;
 pub mod pod_worker;
+pub mod routes;
 pub mod status;
 pub mod volumes;
 
@@ -29,6 +30,8 @@ use pod_worker::{PodWorker, SyncOutcome, WorkerSettings};
 
 /// How often the node Lease is renewed.
 pub const LEASE_RENEW_INTERVAL: Duration = Duration::from_secs(10);
+/// How often the host-gw routes to other nodes' pod CIDRs are reconciled.
+pub const ROUTE_SYNC_INTERVAL: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -120,6 +123,31 @@ pub async fn run_with<R: Runtime>(
             }
         });
     }
+    // Routes to the other nodes' pod CIDRs (host-gw).
+    {
+        let nodes: Store<k8s_openapi::api::core::v1::Node> = Store::new();
+        tasks.spawn(Reflector::new(client.clone(), "", nodes.clone()).run());
+        let node_name = config.node_name.clone();
+        tasks.spawn(async move {
+            let routes = match routes::HostGwRoutes::new() {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(error = %e, "host-gw routes disabled");
+                    return;
+                }
+            };
+            loop {
+                if nodes.is_synced() {
+                    let all: Vec<_> = nodes.list().iter().map(|n| (**n).clone()).collect();
+                    let want = routes::desired_routes(&all, &node_name);
+                    if let Err(e) = routes.sync(&want).await {
+                        tracing::warn!(error = %e, "syncing host-gw routes failed");
+                    }
+                }
+                tokio::time::sleep(ROUTE_SYNC_INTERVAL).await;
+            }
+        });
+    }
     // The pods bound to this node.
     let store: Store<Pod> = Store::new();
     let reflector = Reflector::new(client.clone(), "", store.clone())
@@ -133,20 +161,18 @@ pub async fn run_with<R: Runtime>(
         &config.node_name,
         config.sync_frequency,
     ));
-    let worker = Arc::new(
-        PodWorker::new(
-            runtime.clone(),
-            WorkerSettings {
-                node_name: config.node_name.clone(),
-                host_ip,
-                cluster_dns: config.cluster_dns.iter().map(|ip| ip.to_string()).collect(),
-                cluster_domain: config.cluster_domain.clone(),
-                pod_logs_dir: config.pod_logs_dir.clone(),
-            },
-            backoff::CrashLoopBackOff::new(config.backoff_initial, config.backoff_max),
-        )
-        .with_volume_manager(volumes.clone()),
+    let worker = PodWorker::new(
+        runtime.clone(),
+        WorkerSettings {
+            node_name: config.node_name.clone(),
+            host_ip,
+            cluster_dns: config.cluster_dns.iter().map(|ip| ip.to_string()).collect(),
+            cluster_domain: config.cluster_domain.clone(),
+            pod_logs_dir: config.pod_logs_dir.clone(),
+        },
+        backoff::CrashLoopBackOff::new(config.backoff_initial, config.backoff_max),
     );
+    let worker = Arc::new(worker.with_volume_manager(volumes.clone()));
     {
         let (store, client) = (store.clone(), client.clone());
         let sync_every = config.sync_frequency.min(Duration::from_secs(1));
