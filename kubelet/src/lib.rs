@@ -7,11 +7,15 @@ pub mod backoff;
 pub mod cni;
 pub mod config;
 pub mod cri;
+pub mod env;
+pub mod fieldpath;
 pub mod node;
+pub mod object_source;
 pub mod pod_worker;
 pub mod prober;
 pub mod routes;
 pub mod status;
+pub mod volumes;
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -151,6 +155,13 @@ pub async fn run_with<R: Runtime>(
         .with_selectors("", &format!("spec.nodeName={}", config.node_name));
     tasks.spawn(reflector.run());
 
+    // Pod volumes under <root-dir>/pods; projected ones refreshed every syncFrequency.
+    let volumes = Arc::new(volumes::VolumeManager::new(
+        &config.root_dir,
+        Arc::new(object_source::ApiObjectSource::new(client.clone())),
+        &config.node_name,
+        config.sync_frequency,
+    ));
     let probes = Arc::new(prober::ProbeManager::new(
         runtime.clone(),
         Arc::new(client.clone()),
@@ -167,7 +178,11 @@ pub async fn run_with<R: Runtime>(
         },
         backoff::CrashLoopBackOff::new(config.backoff_initial, config.backoff_max),
     );
-    let worker = Arc::new(worker.with_probes(probes.clone()));
+    let worker = Arc::new(
+        worker
+            .with_probes(probes.clone())
+            .with_volume_manager(volumes.clone()),
+    );
     {
         let (store, client) = (store.clone(), client.clone());
         let sync_every = config.sync_frequency.min(Duration::from_secs(1));
@@ -192,9 +207,21 @@ pub async fn run_with<R: Runtime>(
                     in_flight.lock().unwrap().insert(String::new());
                     let (worker, in_flight, live) =
                         (worker.clone(), in_flight.clone(), live.clone());
+                    let (volumes, store) = (volumes.clone(), store.clone());
                     tokio::spawn(async move {
                         if let Err(e) = worker.kill_orphans(&live).await {
                             tracing::warn!(error = %e, "removing orphaned sandboxes failed");
+                        } else {
+                            // Their containers are gone: unmount and remove their volumes,
+                            // keeping pods that reached the store meanwhile.
+                            let mut keep = live;
+                            keep.extend(
+                                store
+                                    .list()
+                                    .into_iter()
+                                    .filter_map(|p| p.metadata.uid.clone()),
+                            );
+                            volumes.clean_up_orphaned_pods(&keep);
                         }
                         in_flight.lock().unwrap().remove("");
                     });

@@ -18,6 +18,7 @@ use crate::backoff::CrashLoopBackOff;
 use crate::cri::{Runtime, RuntimeError};
 use crate::prober::ProbeManager;
 use crate::status::{compute_pod_status, ContainersByName, ProbeResults, Waiting};
+use crate::volumes::VolumeManager;
 
 pub const POD_NAME_LABEL: &str = "io.kubernetes.pod.name";
 pub const POD_NAMESPACE_LABEL: &str = "io.kubernetes.pod.namespace";
@@ -53,6 +54,8 @@ pub struct PodWorker<R> {
     /// Liveness, readiness and startup probes (none in tests that do not
     /// set them with [`PodWorker::with_probes`]).
     probes: Option<Arc<ProbeManager<R>>>,
+    /// Pod volumes and the objects env and volumes read (`with_volume_manager`).
+    volumes: Arc<VolumeManager>,
 }
 
 fn uid(pod: &Pod) -> String {
@@ -70,12 +73,20 @@ impl<R: Runtime> PodWorker<R> {
             settings,
             backoff: Mutex::new(backoff),
             probes: None,
+            volumes: Arc::new(VolumeManager::disabled()),
         }
     }
 
     /// Runs the containers' probes with `probes`.
     pub fn with_probes(mut self, probes: Arc<ProbeManager<R>>) -> Self {
         self.probes = Some(probes);
+        self
+    }
+
+    /// Sets where pod volumes live and where configMaps, secrets and
+    /// services are read from (by default: nowhere).
+    pub fn with_volume_manager(mut self, volumes: Arc<VolumeManager>) -> Self {
+        self.volumes = volumes;
         self
     }
 
@@ -162,6 +173,11 @@ impl<R: Runtime> PodWorker<R> {
                 }
             }
             return Ok(SyncOutcome::Finished);
+        }
+        // Volumes are ready (and projected ones refreshed) before the
+        // sandbox and containers, as upstream's WaitForAttachAndMount.
+        if let Err(e) = self.volumes.set_up_pod(pod).await {
+            return Ok(self.volume_set_up_failed(pod, &e));
         }
 
         let mut waiting: HashMap<String, Waiting> = HashMap::new();
@@ -397,7 +413,23 @@ impl<R: Runtime> PodWorker<R> {
             waiting.insert(c.name.clone(), w);
             return;
         }
-        let config = self.container_config(pod, c, attempt);
+        let config = match self
+            .resolved_container_config(pod, c, attempt, sandbox_id)
+            .await
+        {
+            Ok(config) => config,
+            Err(message) => {
+                tracing::warn!(pod = %pod_name(pod), container = %c.name, %message, "CreateContainerConfigError");
+                waiting.insert(
+                    c.name.clone(),
+                    Waiting {
+                        reason: "CreateContainerConfigError".into(),
+                        message,
+                    },
+                );
+                return;
+            }
+        };
         let log_dir = std::path::Path::new(&sandbox_config.log_directory).join(&c.name);
         let _ = std::fs::create_dir_all(log_dir);
         let id = match self
@@ -675,26 +707,6 @@ impl<R: Runtime> PodWorker<R> {
                 grace.to_string(),
             ),
         ]);
-        let envs = c
-            .env
-            .iter()
-            .flatten()
-            .filter_map(|e| {
-                let value = match (&e.value, &e.value_from) {
-                    (Some(v), _) => v.clone(),
-                    (None, Some(from)) => field_ref(
-                        pod,
-                        &self.settings,
-                        from.field_ref.as_ref()?.field_path.as_str(),
-                    )?,
-                    (None, None) => String::new(),
-                };
-                Some(cri::KeyValue {
-                    key: e.name.clone(),
-                    value,
-                })
-            })
-            .collect();
         cri::ContainerConfig {
             metadata: Some(cri::ContainerMetadata {
                 name: c.name.clone(),
@@ -707,7 +719,8 @@ impl<R: Runtime> PodWorker<R> {
             command: c.command.clone().unwrap_or_default(),
             args: c.args.clone().unwrap_or_default(),
             working_dir: c.working_dir.clone().unwrap_or_default(),
-            envs,
+            // Filled in by resolved_container_config (pod_worker_env.rs).
+            envs: Vec::new(),
             labels,
             annotations,
             log_path: format!("{}/{attempt}.log", c.name),
@@ -745,18 +758,6 @@ pub fn pod_name(pod: &Pod) -> String {
         pod.metadata.namespace.as_deref().unwrap_or("default"),
         pod.metadata.name.as_deref().unwrap_or_default()
     )
-}
-
-fn field_ref(pod: &Pod, settings: &WorkerSettings, path: &str) -> Option<String> {
-    Some(match path {
-        "metadata.name" => pod.metadata.name.clone()?,
-        "metadata.namespace" => pod.metadata.namespace.clone()?,
-        "metadata.uid" => pod.metadata.uid.clone()?,
-        "spec.nodeName" => settings.node_name.clone(),
-        "spec.serviceAccountName" => pod.spec.as_ref()?.service_account_name.clone()?,
-        "status.hostIP" => settings.host_ip.clone(),
-        _ => return None,
-    })
 }
 
 fn namespace_options(pod: &Pod) -> cri::NamespaceOption {
@@ -811,6 +812,9 @@ pub fn container_resources(c: &Container) -> cri::LinuxContainerResources {
     }
     out
 }
+
+#[path = "pod_worker_env.rs"]
+mod env_and_mounts;
 
 #[cfg(test)]
 #[path = "pod_worker_tests.rs"]
