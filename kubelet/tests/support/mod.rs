@@ -64,15 +64,16 @@ fn ip(args: &[&str]) -> Output {
     sh(Command::new("ip").args(args))
 }
 
-/// The `cni-bridge` binary built beside this test (`cargo nextest run
-/// --workspace` and `cargo build` build it).
+/// The `cni-bridge` binary of the same profile as this test (`cargo nextest
+/// run --workspace` builds it; for benchmarks `cargo build --release -p
+/// ferrokube-cni-bridge`).
 fn cni_bridge_binary() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let profile_dir = exe.parent().and_then(Path::parent).unwrap();
     let bin = profile_dir.join("cni-bridge");
     assert!(
         bin.exists(),
-        "{} is missing: build it first with `cargo build -p ferrokube-cni-bridge`",
+        "{} is missing: build it first with `cargo build [--release] -p ferrokube-cni-bridge`",
         bin.display()
     );
     bin
@@ -427,6 +428,11 @@ impl TestNode {
         );
     }
 
+    /// The running kubelet's process id.
+    pub fn kubelet_pid(&self) -> Option<u32> {
+        self.kubelet.as_ref().map(Child::id)
+    }
+
     /// `ctr` against the node's containerd, namespace `k8s.io`.
     pub fn ctr(&self, args: &[&str]) -> Output {
         Command::new("ctr")
@@ -467,6 +473,18 @@ impl Drop for TestNode {
             .arg(repo().join("deploy/containerd/containerd.sh"))
             .args(["stop", self.containerd_dir().to_str().unwrap()])
             .status();
+        // What the kubelet mounted (tmpfs volumes) if a test ended early.
+        let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+        let under = format!("{}/", self.dir().display());
+        let mut ours: Vec<&str> = mounts
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(1))
+            .filter(|m| m.starts_with(&under))
+            .collect();
+        ours.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in ours {
+            let _ = Command::new("umount").args(["-l", m]).status();
+        }
         let _ = Command::new("ip")
             .args(["netns", "delete", &self.netns])
             .status();
