@@ -49,6 +49,7 @@ pub struct PodWorker<R> {
     runtime: Arc<R>,
     settings: WorkerSettings,
     backoff: Mutex<CrashLoopBackOff>,
+    cgroup_driver: crate::cgroups::CgroupDriver,
 }
 
 fn uid(pod: &Pod) -> String {
@@ -65,7 +66,14 @@ impl<R: Runtime> PodWorker<R> {
             runtime,
             settings,
             backoff: Mutex::new(backoff),
+            cgroup_driver: Default::default(),
         }
+    }
+
+    /// How pod cgroups are named (the kubelet's `cgroupDriver`).
+    pub fn with_cgroup_driver(mut self, driver: crate::cgroups::CgroupDriver) -> Self {
+        self.cgroup_driver = driver;
+        self
     }
 
     pub fn runtime(&self) -> &Arc<R> {
@@ -365,6 +373,11 @@ impl<R: Runtime> PodWorker<R> {
             waiting.insert(c.name.clone(), w);
             return;
         }
+        if let Err(w) = self.check_run_as_non_root(pod, c, &image).await {
+            tracing::warn!(pod = %pod_name(pod), container = %c.name, message = %w.message, "container not created");
+            waiting.insert(c.name.clone(), w);
+            return;
+        }
         let config = self.container_config(pod, c, attempt);
         let log_dir = std::path::Path::new(&sandbox_config.log_directory).join(&c.name);
         let _ = std::fs::create_dir_all(log_dir);
@@ -401,6 +414,27 @@ impl<R: Runtime> PodWorker<R> {
                 );
             }
         }
+    }
+
+    /// `runAsNonRoot` against the image's user (asked of the runtime only
+    /// when the container has `runAsNonRoot`).
+    async fn check_run_as_non_root(
+        &self,
+        pod: &Pod,
+        c: &Container,
+        image: &str,
+    ) -> Result<(), Waiting> {
+        if !crate::security_context::requires_non_root(pod, c) {
+            return Ok(());
+        }
+        let user = self.runtime.image_user(image).await.map_err(|e| Waiting {
+            reason: "CreateContainerConfigError".into(),
+            message: e.to_string(),
+        })?;
+        crate::security_context::verify_run_as_non_root(pod, c, &user).map_err(|message| Waiting {
+            reason: "CreateContainerConfigError".into(),
+            message,
+        })
     }
 
     /// Images are pre-imported; a missing one is pulled only when the
@@ -464,6 +498,13 @@ impl<R: Runtime> PodWorker<R> {
             self.runtime.stop_pod_sandbox(&sb.id).await?;
             self.runtime.remove_pod_sandbox(&sb.id).await?;
             tracing::info!(sandbox = %sb.id, pod = %sb.labels.get(POD_NAME_LABEL).cloned().unwrap_or_default(), "removed pod sandbox");
+            // Empty once its last sandbox is gone; in use (and kept) when a
+            // newer sandbox of the pod replaced this one.
+            crate::cgroups::remove_pod_cgroups(
+                self.cgroup_driver,
+                std::path::Path::new("/sys/fs/cgroup"),
+                sb.labels.get(POD_UID_LABEL).map_or("", String::as_str),
+            );
         }
         Ok(())
     }
@@ -558,10 +599,16 @@ impl<R: Runtime> PodWorker<R> {
                 .into_iter()
                 .collect(),
             linux: Some(cri::LinuxPodSandboxConfig {
-                security_context: Some(cri::LinuxSandboxSecurityContext {
-                    namespace_options: Some(namespace_options(pod)),
-                    ..Default::default()
-                }),
+                cgroup_parent: crate::cgroups::pod_cgroup_parent(
+                    self.cgroup_driver,
+                    crate::status::qos_class(pod),
+                    &uid,
+                ),
+                security_context: Some(crate::security_context::sandbox_security_context(
+                    pod,
+                    namespace_options(pod),
+                )),
+                sysctls: crate::security_context::sandbox_sysctls(pod),
                 ..Default::default()
             }),
             windows: None,
@@ -683,15 +730,11 @@ impl<R: Runtime> PodWorker<R> {
             tty: c.tty.unwrap_or(false),
             linux: Some(cri::LinuxContainerConfig {
                 resources: Some(container_resources(c)),
-                security_context: Some(cri::LinuxContainerSecurityContext {
-                    namespace_options: Some(namespace_options(pod)),
-                    privileged: c
-                        .security_context
-                        .as_ref()
-                        .and_then(|s| s.privileged)
-                        .unwrap_or(false),
-                    ..Default::default()
-                }),
+                security_context: Some(crate::security_context::container_security_context(
+                    pod,
+                    c,
+                    namespace_options(pod),
+                )),
             }),
             ..Default::default()
         }
