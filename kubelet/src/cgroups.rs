@@ -2,12 +2,14 @@
 //! tree, one level per QoS class under `kubepods`, as upstream's container
 //! manager lays them out with `cgroupsPerQOS`. Entry point:
 //! [`pod_cgroup_parent`], handed to the runtime as the sandbox's
-//! `cgroup_parent`; [`remove_pod_cgroups`] tidies up after a pod is gone.
+//! `cgroup_parent`; [`remove_orphaned_pod_cgroups`] tidies up after pods
+//! are gone.
 //!
 //! The runtime (runc) creates the directories when the first container
 //! starts; memory and cpu limits are set per container, so a container over
 //! its memory limit is OOM-killed in its own cgroup.
 
+use std::collections::HashSet;
 use std::path::Path;
 
 /// How cgroups are named: upstream's `cgroupDriver`. It must match the
@@ -70,26 +72,49 @@ pub fn pod_cgroup_parent(driver: CgroupDriver, qos_class: &str, uid: &str) -> St
     }
 }
 
-/// Removes the (empty) cgroup directories of pod `uid` in every hierarchy
-/// under `cgroup_root` (`/sys/fs/cgroup`), whatever its QoS class was. Only
-/// for the cgroupfs driver: systemd removes its own slices. Best effort: a
-/// directory still in use or already gone is left alone.
-pub fn remove_pod_cgroups(driver: CgroupDriver, cgroup_root: &Path, uid: &str) {
-    if driver != CgroupDriver::Cgroupfs || uid.is_empty() {
+/// Removes the empty cgroup directories of pods not in `live` from every
+/// hierarchy under `cgroup_root` (`/sys/fs/cgroup`), as upstream's
+/// housekeeping does. The runtime removes a container's cgroup a moment
+/// after the container goes, so this runs periodically rather than right
+/// after a pod is killed. Only for the cgroupfs driver (systemd removes its
+/// own slices); a cgroup still in use is never removed (`rmdir` refuses).
+pub fn remove_orphaned_pod_cgroups(
+    driver: CgroupDriver,
+    cgroup_root: &Path,
+    live: &HashSet<String>,
+) {
+    if driver != CgroupDriver::Cgroupfs {
         return;
     }
     let Ok(hierarchies) = std::fs::read_dir(cgroup_root) else {
         return;
     };
     for h in hierarchies.flatten() {
-        for qos in ["Guaranteed", "Burstable", "BestEffort"] {
-            let rel = pod_cgroup_parent(driver, qos, uid);
-            let dir = h.path().join(rel.trim_start_matches('/'));
-            match std::fs::remove_dir(&dir) {
-                Ok(()) => tracing::debug!(cgroup = %dir.display(), "removed pod cgroup"),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => {
-                    tracing::debug!(cgroup = %dir.display(), error = %e, "pod cgroup not removed")
+        let kubepods = h.path().join(KUBEPODS);
+        for parent in [
+            kubepods.clone(),
+            kubepods.join("burstable"),
+            kubepods.join("besteffort"),
+        ] {
+            let Ok(entries) = std::fs::read_dir(&parent) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let Some(uid) = name.strip_prefix("pod") else {
+                    continue;
+                };
+                if live.contains(uid) {
+                    continue;
+                }
+                let dir = entry.path();
+                match std::fs::remove_dir(&dir) {
+                    Ok(()) => {
+                        tracing::debug!(cgroup = %dir.display(), "removed orphaned pod cgroup")
+                    }
+                    Err(e) => {
+                        tracing::trace!(cgroup = %dir.display(), error = %e, "pod cgroup not removed")
+                    }
                 }
             }
         }
@@ -127,17 +152,22 @@ mod tests {
     }
 
     #[test]
-    fn removing_pod_cgroups_takes_empty_directories_in_every_hierarchy() {
+    fn orphaned_pod_cgroups_go_and_live_or_busy_ones_stay() {
         let root = tempfile::tempdir().unwrap();
-        let memory = root.path().join("memory/kubepods/burstable/podu1");
-        let cpu = root.path().join("cpu/kubepods/podu1");
-        let busy = root.path().join("pids/kubepods/besteffort/podu1/container");
-        for d in [&memory, &cpu, &busy] {
+        let gone = root.path().join("memory/kubepods/burstable/podu1");
+        let guaranteed = root.path().join("cpu/kubepods/podu1");
+        let busy = root.path().join("pids/kubepods/besteffort/podu2/container");
+        let live = root.path().join("memory/kubepods/besteffort/podu3");
+        for d in [&gone, &guaranteed, &busy, &live] {
             std::fs::create_dir_all(d).unwrap();
         }
-        remove_pod_cgroups(CgroupDriver::Cgroupfs, root.path(), "u1");
-        assert!(!memory.exists() && !cpu.exists());
+        let live_uids = HashSet::from(["u3".to_string()]);
+        remove_orphaned_pod_cgroups(CgroupDriver::Systemd, root.path(), &HashSet::new());
+        assert!(gone.exists(), "systemd removes its own slices");
+        remove_orphaned_pod_cgroups(CgroupDriver::Cgroupfs, root.path(), &live_uids);
+        assert!(!gone.exists() && !guaranteed.exists());
         assert!(root.path().join("memory/kubepods/burstable").exists());
         assert!(busy.exists(), "a pod cgroup still in use stays");
+        assert!(live.exists(), "a live pod's cgroup stays");
     }
 }

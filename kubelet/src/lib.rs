@@ -295,7 +295,13 @@ async fn sync_loop<R: Runtime>(
                 (worker.clone(), in_flight.clone(), client.is_some());
             tokio::spawn(async move {
                 let removed = if all_known {
-                    worker.kill_orphans(&live).await
+                    let removed = worker.kill_orphans(&live).await;
+                    cgroups::remove_orphaned_pod_cgroups(
+                        worker.cgroup_driver(),
+                        std::path::Path::new("/sys/fs/cgroup"),
+                        &live,
+                    );
+                    removed
                 } else {
                     static_pods::kill_removed_static_pods(&worker, &static_live).await
                 };

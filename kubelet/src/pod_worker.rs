@@ -70,6 +70,10 @@ impl<R: Runtime> PodWorker<R> {
         }
     }
 
+    pub fn cgroup_driver(&self) -> crate::cgroups::CgroupDriver {
+        self.cgroup_driver
+    }
+
     /// How pod cgroups are named (the kubelet's `cgroupDriver`).
     pub fn with_cgroup_driver(mut self, driver: crate::cgroups::CgroupDriver) -> Self {
         self.cgroup_driver = driver;
@@ -498,13 +502,6 @@ impl<R: Runtime> PodWorker<R> {
             self.runtime.stop_pod_sandbox(&sb.id).await?;
             self.runtime.remove_pod_sandbox(&sb.id).await?;
             tracing::info!(sandbox = %sb.id, pod = %sb.labels.get(POD_NAME_LABEL).cloned().unwrap_or_default(), "removed pod sandbox");
-            // Empty once its last sandbox is gone; in use (and kept) when a
-            // newer sandbox of the pod replaced this one.
-            crate::cgroups::remove_pod_cgroups(
-                self.cgroup_driver,
-                std::path::Path::new("/sys/fs/cgroup"),
-                sb.labels.get(POD_UID_LABEL).map_or("", String::as_str),
-            );
         }
         Ok(())
     }
