@@ -13,6 +13,7 @@ pub mod cri;
 pub mod mirror_pod;
 pub mod node;
 pub mod pod_worker;
+pub mod routes;
 pub mod security_context;
 pub mod static_pods;
 pub mod status;
@@ -33,6 +34,8 @@ use static_pods::StaticPods;
 
 /// How often the node Lease is renewed.
 pub const LEASE_RENEW_INTERVAL: Duration = Duration::from_secs(10);
+/// How often the host-gw routes to other nodes' pod CIDRs are reconciled.
+pub const ROUTE_SYNC_INTERVAL: Duration = Duration::from_secs(2);
 /// The longest wait between attempts to reach the apiserver.
 const API_RETRY_MAX: Duration = Duration::from_secs(30);
 
@@ -228,6 +231,31 @@ async fn run_api_side<R: Runtime>(
                     Err(e) => tracing::warn!(error = %e, "node lease renewal failed"),
                 }
                 tokio::time::sleep(LEASE_RENEW_INTERVAL).await;
+            }
+        });
+    }
+    // Routes to the other nodes' pod CIDRs (host-gw).
+    {
+        let nodes: Store<k8s_openapi::api::core::v1::Node> = Store::new();
+        tasks.spawn(Reflector::new(client.clone(), "", nodes.clone()).run());
+        let node_name = config.node_name.clone();
+        tasks.spawn(async move {
+            let routes = match routes::HostGwRoutes::new() {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(error = %e, "host-gw routes disabled");
+                    return;
+                }
+            };
+            loop {
+                if nodes.is_synced() {
+                    let all: Vec<_> = nodes.list().iter().map(|n| (**n).clone()).collect();
+                    let want = routes::desired_routes(&all, &node_name);
+                    if let Err(e) = routes.sync(&want).await {
+                        tracing::warn!(error = %e, "syncing host-gw routes failed");
+                    }
+                }
+                tokio::time::sleep(ROUTE_SYNC_INTERVAL).await;
             }
         });
     }
