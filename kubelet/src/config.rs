@@ -71,6 +71,7 @@ pub struct KubeletConfiguration {
     pub api_version: Option<String>,
     pub kind: Option<String>,
     pub static_pod_path: Option<String>,
+    pub file_check_frequency: Option<String>,
     #[serde(rename = "clusterDNS")]
     pub cluster_dns: Option<Vec<String>>,
     pub cluster_domain: Option<String>,
@@ -99,6 +100,10 @@ pub struct Config {
     pub cni_bin_dir: PathBuf,
     pub cni_plugin_type: String,
     pub static_pod_path: Option<PathBuf>,
+    /// How often `static_pod_path` is re-read (`fileCheckFrequency`).
+    pub file_check_frequency: Duration,
+    /// How pod cgroups are named (`cgroupDriver`); must match the runtime's.
+    pub cgroup_driver: crate::cgroups::CgroupDriver,
     pub cluster_dns: Vec<IpAddr>,
     pub cluster_domain: String,
     pub max_pods: i64,
@@ -246,14 +251,15 @@ fn parse_taints(s: &str) -> Result<Vec<k8s_openapi::api::core::v1::Taint>, Confi
 
 /// Merges flags and file into a checked [`Config`].
 pub fn build(flags: Flags, file: KubeletConfiguration) -> Result<Config, ConfigError> {
-    if let Some(driver) = &file.cgroup_driver {
-        if driver != "cgroupfs" {
-            return Err(ConfigError::InvalidField {
+    let cgroup_driver = match &file.cgroup_driver {
+        None => crate::cgroups::CgroupDriver::default(),
+        Some(driver) => crate::cgroups::CgroupDriver::parse(driver).ok_or_else(|| {
+            ConfigError::InvalidField {
                 field: "cgroupDriver",
-                message: format!("{driver:?} is not supported; only \"cgroupfs\""),
-            });
-        }
-    }
+                message: format!("{driver:?} is not supported; want \"cgroupfs\" or \"systemd\""),
+            }
+        })?,
+    };
     let max_pods = file.max_pods.unwrap_or(110);
     if max_pods <= 0 {
         return Err(ConfigError::InvalidField {
@@ -310,6 +316,14 @@ pub fn build(flags: Flags, file: KubeletConfiguration) -> Result<Config, ConfigE
         cni_bin_dir: flags.cni_bin_dir,
         cni_plugin_type: flags.cni_plugin_type,
         static_pod_path: file.static_pod_path.map(PathBuf::from),
+        // upstream's default is 20s with inotify besides; this kubelet
+        // only polls, so it looks more often.
+        file_check_frequency: duration_field(
+            "fileCheckFrequency",
+            file.file_check_frequency.as_deref(),
+            Duration::from_secs(5),
+        )?,
+        cgroup_driver,
         cluster_dns,
         cluster_domain: file
             .cluster_domain
@@ -364,6 +378,16 @@ mod tests {
             c.runtime_endpoint,
             PathBuf::from("/run/containerd/containerd.sock")
         );
+        assert_eq!(c.cgroup_driver, crate::cgroups::CgroupDriver::Cgroupfs);
+        assert_eq!(c.file_check_frequency, Duration::from_secs(5));
+        let file = parse_file(
+            Path::new("k.yaml"),
+            "cgroupDriver: systemd\nfileCheckFrequency: 1s\n",
+        )
+        .unwrap();
+        let c = build(flags(&[]), file).unwrap();
+        assert_eq!(c.cgroup_driver, crate::cgroups::CgroupDriver::Systemd);
+        assert_eq!(c.file_check_frequency, Duration::from_secs(1));
     }
 
     #[test]
@@ -375,7 +399,8 @@ mod tests {
     #[test]
     fn invalid_config_fields_are_rejected_by_name() {
         for (text, field) in [
-            ("cgroupDriver: systemd\n", "cgroupDriver"),
+            ("cgroupDriver: openrc\n", "cgroupDriver"),
+            ("fileCheckFrequency: 0s\n", "fileCheckFrequency"),
             ("maxPods: 0\n", "maxPods"),
             ("clusterDNS: [not-an-ip]\n", "clusterDNS"),
             ("podCIDR: 10.244.0.0\n", "podCIDR"),

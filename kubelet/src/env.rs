@@ -296,21 +296,24 @@ pub async fn make_environment(inp: &EnvInputs<'_>) -> Result<Vec<(String, String
     let spec = pod.spec.clone().unwrap_or_default();
 
     let enable_links = spec.enable_service_links.unwrap_or(true);
+    // Static pods may start before the apiserver answers (they may be the
+    // apiserver): as upstream, they then start without service variables.
+    let services = |ns: String| async move {
+        match inp.objects.services(&ns).await {
+            Ok(list) => Ok(list),
+            Err(_) if crate::static_pods::is_static_pod(pod) => Ok(Vec::new()),
+            Err(e) => Err(EnvError::Services(e)),
+        }
+    };
     let own = if enable_links {
-        inp.objects
-            .services(&namespace)
-            .await
-            .map_err(EnvError::Services)?
+        services(namespace.clone()).await?
     } else {
         Vec::new()
     };
     let default_ns = if namespace == "default" && enable_links {
         own.clone()
     } else {
-        inp.objects
-            .services("default")
-            .await
-            .map_err(EnvError::Services)?
+        services("default".to_string()).await?
     };
     let service_env: HashMap<String, String> =
         service_env_vars(&pod_services(&namespace, enable_links, &own, &default_ns))

@@ -1,55 +1,85 @@
-//! The kubelet: registers its Node, heartbeats the node Lease, runs the
-//! Pods bound to it through the container runtime (CRI) and reports their
-//! status. Entry point: [`run`] (or [`run_with`] for a given client and
-//! runtime).
+//! The kubelet: runs the static pods of its manifest directory from the
+//! start, then — once the apiserver answers — registers its Node,
+//! heartbeats the node Lease, mirrors the static pods into the API and runs
+//! the Pods bound to it, all through the container runtime (CRI), reporting
+//! their status. Entry point: [`run`] (or [`run_with`] for a given client
+//! and runtime).
 
+pub mod api_handle;
 pub mod backoff;
+pub mod cgroups;
 pub mod cni;
 pub mod config;
 pub mod cri;
 pub mod env;
 pub mod fieldpath;
+pub mod mirror_pod;
 pub mod node;
 pub mod object_source;
 pub mod pod_worker;
 pub mod prober;
 pub mod routes;
+pub mod security_context;
+pub mod static_pods;
 pub mod status;
 pub mod volumes;
 
 use std::collections::HashSet;
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ferrokube_client::{Client, DeleteParams, ObjectKey, Reflector, Store};
 use k8s_openapi::api::core::v1::Pod;
 
+use api_handle::ApiHandle;
 pub use config::{Config, Flags};
 use cri::Runtime;
 use pod_worker::{PodWorker, SyncOutcome, WorkerSettings};
+use static_pods::StaticPods;
 
 /// How often the node Lease is renewed.
 pub const LEASE_RENEW_INTERVAL: Duration = Duration::from_secs(10);
 /// How often the host-gw routes to other nodes' pod CIDRs are reconciled.
 pub const ROUTE_SYNC_INTERVAL: Duration = Duration::from_secs(2);
+/// The longest wait between attempts to reach the apiserver.
+const API_RETRY_MAX: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    #[error("connecting to the apiserver: {0}")]
-    Connect(#[from] ferrokube_client::Error),
     #[error(transparent)]
     Runtime(#[from] cri::RuntimeError),
-    #[error(transparent)]
-    Node(#[from] node::NodeError),
 }
 
-/// Connects to the apiserver (`--kubeconfig`) and the runtime
-/// (`--container-runtime-endpoint`), then runs until `shutdown`.
+/// Connects to the runtime (`--container-runtime-endpoint`) and runs until
+/// `shutdown`. The apiserver (`--kubeconfig`) is dialled in the background
+/// until it answers: static pods do not wait for it.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
-    let client = Client::connect(&config.kubeconfig).await?;
     let runtime = Arc::new(cri::RemoteRuntime::connect(&config.runtime_endpoint)?);
-    run_with(config, client, runtime, shutdown).await
+    let kubeconfig = config.kubeconfig.clone();
+    run_with_connector(
+        config,
+        connect_until_reachable(kubeconfig),
+        runtime,
+        shutdown,
+    )
+    .await
+}
+
+/// Dials the apiserver until it answers, waiting longer after each failure.
+async fn connect_until_reachable(kubeconfig: PathBuf) -> Client {
+    let mut delay = Duration::from_secs(1);
+    loop {
+        match Client::connect(&kubeconfig).await {
+            Ok(client) => return client,
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?delay, "apiserver not reachable; static pods run meanwhile");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(API_RETRY_MAX);
+            }
+        }
+    }
 }
 
 fn runtime_version(v: &k8s_cri::v1::VersionResponse) -> String {
@@ -64,13 +94,117 @@ pub async fn run_with<R: Runtime>(
     runtime: Arc<R>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
+    run_with_connector(config, async move { client }, runtime, shutdown).await
+}
+
+/// Runs the kubelet until `shutdown`; `connect` yields the apiserver client
+/// whenever it is reachable. Static pods start at once; everything that
+/// needs the API starts when `connect` is done.
+pub async fn run_with_connector<R: Runtime>(
+    config: Config,
+    connect: impl Future<Output = Client> + Send + 'static,
+    runtime: Arc<R>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RunError> {
     let version = runtime.version().await?;
     tracing::info!(runtime = %runtime_version(&version), node = %config.node_name, "connected to the container runtime");
-    let nodes = Arc::new(node::NodeStatusManager::new(client.clone(), config.clone()));
-    let registered = nodes.register().await?;
-    let node_uid = registered.metadata.uid.clone().unwrap_or_default();
-    let host_ip = nodes.node_ip().to_string();
+    let host_ip = node::node_ip(&config).to_string();
+    // The apiserver client, once reached; volumes and probe events wait for it.
+    let api = ApiHandle::default();
+    // Pod volumes under <root-dir>/pods; projected ones refreshed every syncFrequency.
+    let volumes = Arc::new(volumes::VolumeManager::new(
+        &config.root_dir,
+        Arc::new(object_source::ApiObjectSource::new(api.clone())),
+        &config.node_name,
+        config.sync_frequency,
+    ));
+    let probes = Arc::new(prober::ProbeManager::new(
+        runtime.clone(),
+        Arc::new(api.clone()),
+        &config.node_name,
+    ));
+    let worker = Arc::new(
+        PodWorker::new(
+            runtime.clone(),
+            WorkerSettings {
+                node_name: config.node_name.clone(),
+                host_ip,
+                cluster_dns: config.cluster_dns.iter().map(|ip| ip.to_string()).collect(),
+                cluster_domain: config.cluster_domain.clone(),
+                pod_logs_dir: config.pod_logs_dir.clone(),
+            },
+            backoff::CrashLoopBackOff::new(config.backoff_initial, config.backoff_max),
+        )
+        .with_cgroup_driver(config.cgroup_driver)
+        .with_probes(probes.clone())
+        .with_volume_manager(volumes.clone()),
+    );
 
+    let mut tasks = tokio::task::JoinSet::new();
+    // Static pods: read from the manifest directory, API or not.
+    let statics = StaticPods::default();
+    match &config.static_pod_path {
+        Some(dir) => {
+            tasks.spawn(statics.clone().run(
+                dir.clone(),
+                config.node_name.clone(),
+                config.file_check_frequency,
+            ));
+        }
+        None => statics.mark_synced(),
+    }
+    // Everything that needs the apiserver, once it answers.
+    let store: Store<Pod> = Store::new();
+    tasks.spawn(run_api_side(
+        config.clone(),
+        connect,
+        runtime.clone(),
+        store.clone(),
+        api.clone(),
+        statics.clone(),
+    ));
+    // The pods: static ones always, API ones once their list is in.
+    let sync_every = config.sync_frequency.min(Duration::from_secs(1));
+    tasks.spawn(sync_loop(
+        worker, volumes, probes, store, api, statics, sync_every,
+    ));
+
+    shutdown.await;
+    tracing::info!("kubelet shutting down; containers keep running");
+    tasks.abort_all();
+    while tasks.join_next().await.is_some() {}
+    Ok(())
+}
+
+/// Waits for the apiserver, registers the Node (retrying), then keeps the
+/// node status, the Lease, the pods bound to this node (into `store`) and
+/// the mirror pods up to date until aborted. `api` is set once the Node is
+/// registered.
+async fn run_api_side<R: Runtime>(
+    config: Config,
+    connect: impl Future<Output = Client> + Send + 'static,
+    runtime: Arc<R>,
+    store: Store<Pod>,
+    api: ApiHandle,
+    statics: StaticPods,
+) {
+    let client = connect.await;
+    tracing::info!("connected to the apiserver");
+    let nodes = Arc::new(node::NodeStatusManager::new(client.clone(), config.clone()));
+    let mut delay = Duration::from_secs(1);
+    let registered = loop {
+        match nodes.register().await {
+            Ok(node) => break node,
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?delay, "node registration failed");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(API_RETRY_MAX);
+            }
+        }
+    };
+    let node_uid = registered.metadata.uid.clone().unwrap_or_default();
+
+    // Dropped (and so aborted) with this task.
     let mut tasks = tokio::task::JoinSet::new();
     // Node status: the Ready condition follows the runtime and the CNI config.
     {
@@ -113,7 +247,7 @@ pub async fn run_with<R: Runtime>(
     }
     // Lease heartbeat.
     {
-        let nodes = nodes.clone();
+        let (nodes, node_uid) = (nodes.clone(), node_uid.clone());
         tasks.spawn(async move {
             loop {
                 match nodes.renew_lease(&node_uid).await {
@@ -149,110 +283,166 @@ pub async fn run_with<R: Runtime>(
             }
         });
     }
-    // The pods bound to this node.
-    let store: Store<Pod> = Store::new();
+    // The pods bound to this node (mirror pods among them).
     let reflector = Reflector::new(client.clone(), "", store.clone())
         .with_selectors("", &format!("spec.nodeName={}", config.node_name));
     tasks.spawn(reflector.run());
-
-    // Pod volumes under <root-dir>/pods; projected ones refreshed every syncFrequency.
-    let volumes = Arc::new(volumes::VolumeManager::new(
-        &config.root_dir,
-        Arc::new(object_source::ApiObjectSource::new(client.clone())),
-        &config.node_name,
-        config.sync_frequency,
-    ));
-    let probes = Arc::new(prober::ProbeManager::new(
-        runtime.clone(),
-        Arc::new(client.clone()),
-        &config.node_name,
-    ));
-    let worker = PodWorker::new(
-        runtime.clone(),
-        WorkerSettings {
-            node_name: config.node_name.clone(),
-            host_ip,
-            cluster_dns: config.cluster_dns.iter().map(|ip| ip.to_string()).collect(),
-            cluster_domain: config.cluster_domain.clone(),
-            pod_logs_dir: config.pod_logs_dir.clone(),
-        },
-        backoff::CrashLoopBackOff::new(config.backoff_initial, config.backoff_max),
-    );
-    let worker = Arc::new(
-        worker
-            .with_probes(probes.clone())
-            .with_volume_manager(volumes.clone()),
-    );
+    // Mirror pods of the static pods.
     {
-        let (store, client) = (store.clone(), client.clone());
-        let sync_every = config.sync_frequency.min(Duration::from_secs(1));
+        let mirrors =
+            mirror_pod::MirrorClient::new(client.clone(), config.node_name.clone(), node_uid);
+        let (store, statics) = (store.clone(), statics.clone());
         tasks.spawn(async move {
-            let in_flight: Arc<Mutex<HashSet<String>>> = Default::default();
-            let mut tick = tokio::time::interval(sync_every);
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                // A probe result that changed is reported without waiting for the tick.
-                tokio::select! {
-                    _ = tick.tick() => {}
-                    _ = probes.changed() => {}
-                }
-                if !store.is_synced() {
-                    continue;
-                }
-                let pods = store.list();
-                let live: HashSet<String> =
-                    pods.iter().filter_map(|p| p.metadata.uid.clone()).collect();
-                worker.forget_pods_except(&live);
-                if !in_flight.lock().unwrap().contains("") {
-                    in_flight.lock().unwrap().insert(String::new());
-                    let (worker, in_flight, live) =
-                        (worker.clone(), in_flight.clone(), live.clone());
-                    let (volumes, store) = (volumes.clone(), store.clone());
-                    tokio::spawn(async move {
-                        if let Err(e) = worker.kill_orphans(&live).await {
-                            tracing::warn!(error = %e, "removing orphaned sandboxes failed");
-                        } else {
-                            // Their containers are gone: unmount and remove their volumes,
-                            // keeping pods that reached the store meanwhile.
-                            let mut keep = live;
-                            keep.extend(
-                                store
-                                    .list()
-                                    .into_iter()
-                                    .filter_map(|p| p.metadata.uid.clone()),
-                            );
-                            volumes.clean_up_orphaned_pods(&keep);
-                        }
-                        in_flight.lock().unwrap().remove("");
-                    });
-                }
-                for pod in pods {
-                    let Some(uid) = pod.metadata.uid.clone() else {
-                        continue;
-                    };
-                    if !in_flight.lock().unwrap().insert(uid.clone()) {
-                        continue;
-                    }
-                    let (worker, in_flight, client, store) = (
-                        worker.clone(),
-                        in_flight.clone(),
-                        client.clone(),
-                        store.clone(),
-                    );
-                    tokio::spawn(async move {
-                        sync_one(&worker, &client, &store, &pod).await;
-                        in_flight.lock().unwrap().remove(&uid);
-                    });
+                tick.tick().await;
+                if statics.is_synced() && store.is_synced() {
+                    mirrors.sync(&statics.pods(), &store).await;
                 }
             }
         });
     }
-
-    shutdown.await;
-    tracing::info!("kubelet shutting down; containers keep running");
-    tasks.abort_all();
+    api.set(client);
     while tasks.join_next().await.is_some() {}
-    Ok(())
+}
+
+/// Every `every`: syncs each static pod, and each API pod once the API's
+/// list is in (mirror pods excepted: their static pod is what runs), and
+/// removes sandboxes of pods that are gone — only among static pods until
+/// the API's pods are known, so a restarted kubelet keeps them running.
+async fn sync_loop<R: Runtime>(
+    worker: Arc<PodWorker<R>>,
+    volumes: Arc<volumes::VolumeManager>,
+    probes: Arc<prober::ProbeManager<R>>,
+    store: Store<Pod>,
+    api: ApiHandle,
+    statics: StaticPods,
+    every: Duration,
+) {
+    let in_flight: Arc<Mutex<HashSet<String>>> = Default::default();
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        // A probe result that changed is reported without waiting for the tick.
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = probes.changed() => {}
+        }
+        let client = api.get().cloned().filter(|_| store.is_synced());
+        let static_pods = statics.pods();
+        let api_pods: Vec<Arc<Pod>> = match &client {
+            Some(_) => store
+                .list()
+                .into_iter()
+                .filter(|p| !mirror_pod::is_mirror_pod(p))
+                .collect(),
+            None => Vec::new(),
+        };
+        let static_live: HashSet<String> = static_pods
+            .iter()
+            .filter_map(|p| p.metadata.uid.clone())
+            .collect();
+        let mut live = static_live.clone();
+        live.extend(api_pods.iter().filter_map(|p| p.metadata.uid.clone()));
+        if client.is_some() {
+            worker.forget_pods_except(&live);
+        }
+        if statics.is_synced() && in_flight.lock().unwrap().insert(String::new()) {
+            let (worker, in_flight, all_known) =
+                (worker.clone(), in_flight.clone(), client.is_some());
+            let (volumes, store, statics) = (volumes.clone(), store.clone(), statics.clone());
+            tokio::spawn(async move {
+                let removed = if all_known {
+                    let removed = worker.kill_orphans(&live).await;
+                    cgroups::remove_orphaned_pod_cgroups(
+                        worker.cgroup_driver(),
+                        std::path::Path::new("/sys/fs/cgroup"),
+                        &live,
+                    );
+                    if removed.is_ok() {
+                        // Their containers are gone: unmount and remove their volumes,
+                        // keeping pods that arrived meanwhile.
+                        let mut keep = live;
+                        keep.extend(store.list().iter().filter_map(|p| p.metadata.uid.clone()));
+                        keep.extend(statics.pods().iter().filter_map(|p| p.metadata.uid.clone()));
+                        volumes.clean_up_orphaned_pods(&keep);
+                    }
+                    removed
+                } else {
+                    static_pods::kill_removed_static_pods(&worker, &static_live).await
+                };
+                if let Err(e) = removed {
+                    tracing::warn!(error = %e, "removing orphaned sandboxes failed");
+                }
+                in_flight.lock().unwrap().remove("");
+            });
+        }
+        for pod in static_pods {
+            let Some(uid) = pod.metadata.uid.clone() else {
+                continue;
+            };
+            if !in_flight.lock().unwrap().insert(uid.clone()) {
+                continue;
+            }
+            let (worker, in_flight, client, store, statics) = (
+                worker.clone(),
+                in_flight.clone(),
+                client.clone(),
+                store.clone(),
+                statics.clone(),
+            );
+            tokio::spawn(async move {
+                sync_static(&worker, &statics, client.as_ref(), &store, &pod).await;
+                in_flight.lock().unwrap().remove(&uid);
+            });
+        }
+        let Some(client) = client else {
+            continue;
+        };
+        for pod in api_pods {
+            let Some(uid) = pod.metadata.uid.clone() else {
+                continue;
+            };
+            if !in_flight.lock().unwrap().insert(uid.clone()) {
+                continue;
+            }
+            let (worker, in_flight, client, store) = (
+                worker.clone(),
+                in_flight.clone(),
+                client.clone(),
+                store.clone(),
+            );
+            tokio::spawn(async move {
+                sync_one(&worker, &client, &store, &pod).await;
+                in_flight.lock().unwrap().remove(&uid);
+            });
+        }
+    }
+}
+
+/// One static pod's sync: its status is kept locally and, when the API is
+/// there, written to its mirror pod.
+async fn sync_static<R: Runtime>(
+    worker: &PodWorker<R>,
+    statics: &StaticPods,
+    client: Option<&Client>,
+    store: &Store<Pod>,
+    pod: &Pod,
+) {
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    match worker.sync_pod(pod).await {
+        Ok(SyncOutcome::Status(status)) => {
+            if let Some(client) = client {
+                mirror_pod::update_mirror_status(client, store, pod, &status).await;
+            }
+            statics.set_status(&uid, *status);
+        }
+        Ok(_) => {}
+        Err(e) => {
+            tracing::warn!(pod = %pod_worker::pod_name(pod), error = %e, "static pod sync failed; will retry")
+        }
+    }
 }
 
 async fn nodes_get(

@@ -7,7 +7,9 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use ferrokube_client::{Client, ListParams};
+use ferrokube_client::ListParams;
+
+use crate::api_handle::ApiHandle;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Secret, Service};
 use k8s_openapi::Metadata;
 
@@ -52,12 +54,12 @@ pub trait ObjectSource: Send + Sync + 'static {
 /// pod sees is never older than its last sync.
 #[derive(Clone)]
 pub struct ApiObjectSource {
-    client: Client,
+    api: ApiHandle,
 }
 
 impl ApiObjectSource {
-    pub fn new(client: Client) -> Self {
-        ApiObjectSource { client }
+    pub fn new(api: ApiHandle) -> Self {
+        ApiObjectSource { api }
     }
 
     async fn get<K>(
@@ -69,7 +71,13 @@ impl ApiObjectSource {
     where
         K: k8s_openapi::Resource + serde::de::DeserializeOwned,
     {
-        self.client
+        let client = self.api.client().map_err(|e| ObjectError::Get {
+            kind,
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            message: e.to_string(),
+        })?;
+        client
             .get::<K>(namespace, name)
             .await
             .map_err(|e| match e.is_not_found() {
@@ -98,15 +106,18 @@ impl ObjectSource for ApiObjectSource {
     }
 
     async fn services(&self, namespace: &str) -> Result<Vec<Service>, ObjectError> {
-        self.client
+        let list_error = |e: ferrokube_client::Error| ObjectError::List {
+            kind: "services",
+            namespace: namespace.to_string(),
+            message: e.to_string(),
+        };
+        self.api
+            .client()
+            .map_err(list_error)?
             .list::<Service>(namespace, &ListParams::default())
             .await
             .map(|l| l.items)
-            .map_err(|e| ObjectError::List {
-                kind: "services",
-                namespace: namespace.to_string(),
-                message: e.to_string(),
-            })
+            .map_err(list_error)
     }
 
     async fn node(&self, name: &str) -> Result<Node, ObjectError> {

@@ -56,6 +56,7 @@ pub struct PodWorker<R> {
     probes: Option<Arc<ProbeManager<R>>>,
     /// Pod volumes and the objects env and volumes read (`with_volume_manager`).
     volumes: Arc<VolumeManager>,
+    cgroup_driver: crate::cgroups::CgroupDriver,
 }
 
 fn uid(pod: &Pod) -> String {
@@ -74,6 +75,7 @@ impl<R: Runtime> PodWorker<R> {
             backoff: Mutex::new(backoff),
             probes: None,
             volumes: Arc::new(VolumeManager::disabled()),
+            cgroup_driver: Default::default(),
         }
     }
 
@@ -87,6 +89,16 @@ impl<R: Runtime> PodWorker<R> {
     /// services are read from (by default: nowhere).
     pub fn with_volume_manager(mut self, volumes: Arc<VolumeManager>) -> Self {
         self.volumes = volumes;
+        self
+    }
+
+    pub fn cgroup_driver(&self) -> crate::cgroups::CgroupDriver {
+        self.cgroup_driver
+    }
+
+    /// How pod cgroups are named (the kubelet's `cgroupDriver`).
+    pub fn with_cgroup_driver(mut self, driver: crate::cgroups::CgroupDriver) -> Self {
+        self.cgroup_driver = driver;
         self
     }
 
@@ -413,6 +425,11 @@ impl<R: Runtime> PodWorker<R> {
             waiting.insert(c.name.clone(), w);
             return;
         }
+        if let Err(w) = self.check_run_as_non_root(pod, c, &image).await {
+            tracing::warn!(pod = %pod_name(pod), container = %c.name, message = %w.message, "container not created");
+            waiting.insert(c.name.clone(), w);
+            return;
+        }
         let config = match self
             .resolved_container_config(pod, c, attempt, sandbox_id)
             .await
@@ -465,6 +482,27 @@ impl<R: Runtime> PodWorker<R> {
                 );
             }
         }
+    }
+
+    /// `runAsNonRoot` against the image's user (asked of the runtime only
+    /// when the container has `runAsNonRoot`).
+    async fn check_run_as_non_root(
+        &self,
+        pod: &Pod,
+        c: &Container,
+        image: &str,
+    ) -> Result<(), Waiting> {
+        if !crate::security_context::requires_non_root(pod, c) {
+            return Ok(());
+        }
+        let user = self.runtime.image_user(image).await.map_err(|e| Waiting {
+            reason: "CreateContainerConfigError".into(),
+            message: e.to_string(),
+        })?;
+        crate::security_context::verify_run_as_non_root(pod, c, &user).map_err(|message| Waiting {
+            reason: "CreateContainerConfigError".into(),
+            message,
+        })
     }
 
     /// Images are pre-imported; a missing one is pulled only when the
@@ -622,10 +660,16 @@ impl<R: Runtime> PodWorker<R> {
                 .into_iter()
                 .collect(),
             linux: Some(cri::LinuxPodSandboxConfig {
-                security_context: Some(cri::LinuxSandboxSecurityContext {
-                    namespace_options: Some(namespace_options(pod)),
-                    ..Default::default()
-                }),
+                cgroup_parent: crate::cgroups::pod_cgroup_parent(
+                    self.cgroup_driver,
+                    crate::status::qos_class(pod),
+                    &uid,
+                ),
+                security_context: Some(crate::security_context::sandbox_security_context(
+                    pod,
+                    namespace_options(pod),
+                )),
+                sysctls: crate::security_context::sandbox_sysctls(pod),
                 ..Default::default()
             }),
             windows: None,
@@ -728,15 +772,11 @@ impl<R: Runtime> PodWorker<R> {
             tty: c.tty.unwrap_or(false),
             linux: Some(cri::LinuxContainerConfig {
                 resources: Some(container_resources(c)),
-                security_context: Some(cri::LinuxContainerSecurityContext {
-                    namespace_options: Some(namespace_options(pod)),
-                    privileged: c
-                        .security_context
-                        .as_ref()
-                        .and_then(|s| s.privileged)
-                        .unwrap_or(false),
-                    ..Default::default()
-                }),
+                security_context: Some(crate::security_context::container_security_context(
+                    pod,
+                    c,
+                    namespace_options(pod),
+                )),
             }),
             ..Default::default()
         }

@@ -257,3 +257,70 @@ fn limits_become_cgroup_settings() {
     );
     assert_eq!(r.memory_limit_in_bytes, 64 * 1024 * 1024);
 }
+
+#[test]
+fn sandbox_goes_to_its_qos_cgroup_with_the_pods_security_context() {
+    let rt = FakeRuntime::with_images(&["busybox:1.36"]);
+    let p = pod(serde_json::json!({
+        "metadata": {"name": "lim", "namespace": "default", "uid": "uid-lim"},
+        "spec": {
+            "securityContext": {"runAsUser": 1000, "sysctls": [{"name": "net.ipv4.ping_group_range", "value": "0 10"}]},
+            "containers": [{"name": "a", "image": "busybox:1.36",
+                "securityContext": {"readOnlyRootFilesystem": true},
+                "resources": {"limits": {"memory": "20Mi"}}}]
+        }
+    }));
+    let linux = worker(&rt, Duration::from_secs(1))
+        .sandbox_config(&p, 0)
+        .linux
+        .unwrap();
+    assert_eq!(linux.cgroup_parent, "/kubepods/burstable/poduid-lim");
+    assert_eq!(
+        linux.security_context.unwrap().run_as_user.map(|u| u.value),
+        Some(1000)
+    );
+    assert_eq!(linux.sysctls["net.ipv4.ping_group_range"], "0 10");
+    let systemd = worker(&rt, Duration::from_secs(1))
+        .with_cgroup_driver(crate::cgroups::CgroupDriver::Systemd)
+        .sandbox_config(&web(), 0);
+    assert_eq!(
+        systemd.linux.unwrap().cgroup_parent,
+        "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-poduid_web.slice"
+    );
+    let c = p.spec.as_ref().unwrap().containers[0].clone();
+    let sc = worker(&rt, Duration::from_secs(1))
+        .container_config(&p, &c, 0)
+        .linux
+        .unwrap()
+        .security_context
+        .unwrap();
+    assert_eq!(sc.run_as_user.map(|u| u.value), Some(1000));
+    assert!(sc.readonly_rootfs);
+}
+
+#[tokio::test]
+async fn run_as_non_root_container_of_a_root_image_is_not_created() {
+    let rt = FakeRuntime::with_images(&["busybox:1.36"]);
+    let w = worker(&rt, Duration::from_secs(1));
+    let p = pod(serde_json::json!({
+        "metadata": {"name": "nr", "namespace": "default", "uid": "uid-nr"},
+        "spec": {"securityContext": {"runAsNonRoot": true},
+                 "containers": [{"name": "a", "image": "busybox:1.36"}]}
+    }));
+    let s = status(w.sync_pod(&p).await.unwrap());
+    let waiting = s.container_statuses.unwrap()[0]
+        .state
+        .clone()
+        .unwrap()
+        .waiting
+        .unwrap();
+    assert_eq!(
+        waiting.reason.as_deref(),
+        Some("CreateContainerConfigError")
+    );
+    assert!(waiting
+        .message
+        .unwrap()
+        .contains("container has runAsNonRoot and image will run as root"));
+    assert!(rt.calls().iter().all(|c| !c.starts_with("CreateContainer")));
+}

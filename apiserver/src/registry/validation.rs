@@ -27,7 +27,10 @@ pub fn validate(res: &ResourceInfo, obj: &Value) -> Vec<Cause> {
     validate_metadata(res, obj, &mut causes);
     let spec = obj.get("spec").unwrap_or(&Value::Null);
     match (res.group, res.kind) {
-        ("", "Pod") => pod::validate_pod_spec(spec, "spec", &mut causes),
+        ("", "Pod") => {
+            pod::validate_pod_spec(spec, "spec", &mut causes);
+            pod::validate_pod_specific_annotations(obj, &mut causes);
+        }
         ("", "Service") => service::validate(spec, &mut causes),
         ("", "ConfigMap") => config::validate_config_map(obj, &mut causes),
         ("", "Secret") => config::validate_secret(obj, &mut causes),
@@ -56,7 +59,10 @@ pub fn validate_update(res: &ResourceInfo, new: &Value, old: &Value) -> Vec<Caus
     let new_spec = new.get("spec").unwrap_or(&Value::Null);
     let old_spec = old.get("spec").unwrap_or(&Value::Null);
     match (res.group, res.kind) {
-        ("", "Pod") => pod::validate_pod_update(new_spec, old_spec, &mut causes),
+        ("", "Pod") => {
+            pod::validate_pod_specific_annotation_updates(new, old, &mut causes);
+            pod::validate_pod_update(new_spec, old_spec, &mut causes);
+        }
         ("", "Service") => service::validate_update(new_spec, old_spec, &mut causes),
         ("", "Secret") => config::validate_secret_update(new, old, &mut causes),
         ("", "ConfigMap") => config::validate_immutable_data(new, old, &mut causes),

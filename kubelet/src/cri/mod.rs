@@ -37,6 +37,14 @@ impl RuntimeError {
 
 pub type Result<T> = std::result::Result<T, RuntimeError>;
 
+/// The user an image runs as (its config's `USER`), as CRI reports it: a
+/// numeric `uid`, or else a `username`; neither means root.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImageUser {
+    pub uid: Option<i64>,
+    pub username: String,
+}
+
 /// The CRI operations the kubelet uses.
 #[async_trait::async_trait]
 pub trait Runtime: Send + Sync + 'static {
@@ -62,6 +70,11 @@ pub trait Runtime: Send + Sync + 'static {
     async fn list_containers(&self) -> Result<Vec<cri::Container>>;
     /// The image's id (`sha256:...`) when present, `None` when missing.
     async fn image_status(&self, image: &str) -> Result<Option<String>>;
+    /// The user `image` runs as (for `runAsNonRoot`). Unless a runtime
+    /// says otherwise, an image runs as root.
+    async fn image_user(&self, _image: &str) -> Result<ImageUser> {
+        Ok(ImageUser::default())
+    }
     /// Pulls an image; returns its reference.
     async fn pull_image(&self, image: &str) -> Result<String>;
     async fn exec_sync(

@@ -192,6 +192,26 @@ impl Runtime for RemoteRuntime {
             .map(|i| i.id))
     }
 
+    async fn image_user(&self, image: &str) -> Result<super::ImageUser> {
+        let req = cri::ImageStatusRequest {
+            image: Some(cri::ImageSpec {
+                image: image.into(),
+                ..Default::default()
+            }),
+            verbose: false,
+        };
+        let resp = self.images.clone().image_status(req).await;
+        let image = resp
+            .map_err(|s| RuntimeError::call("ImageStatus", s))?
+            .into_inner()
+            .image
+            .unwrap_or_default();
+        Ok(super::ImageUser {
+            uid: image.uid.map(|u| u.value),
+            username: image.username,
+        })
+    }
+
     async fn pull_image(&self, image: &str) -> Result<String> {
         let req = cri::PullImageRequest {
             image: Some(cri::ImageSpec {

@@ -1,7 +1,8 @@
 //! Pod spec validation (`ValidatePodSpec`), shared by Pods and every
 //! workload template, and what a Pod update may change
-//! (`ValidatePodUpdate`). Entry points: [`validate_pod_spec`],
-//! [`validate_pod_update`].
+//! (`ValidatePodUpdate`), including the mirror pod annotation that only a
+//! kubelet sets, once. Entry points: [`validate_pod_spec`],
+//! [`validate_pod_update`], [`validate_pod_specific_annotation_updates`].
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -459,6 +460,54 @@ fn validate_toleration(t: &Value, path: &str, causes: &mut Vec<Cause>) {
     }
 }
 
+/// The annotation a kubelet puts on the API copy (mirror pod) of a static pod;
+/// its value is the static pod's config hash.
+pub(super) const MIRROR_POD_ANNOTATION: &str = "kubernetes.io/config.mirror";
+
+/// `ValidatePodSpecificAnnotations`: a mirror pod names its node.
+pub(super) fn validate_pod_specific_annotations(pod: &Value, causes: &mut Vec<Cause>) {
+    let annotations = string_map(pod.pointer("/metadata/annotations"));
+    if let Some(value) = annotations.get(MIRROR_POD_ANNOTATION) {
+        let node = pod
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if node.is_empty() {
+            causes.push(Cause::invalid(
+                format!("metadata.annotations[{MIRROR_POD_ANNOTATION}]"),
+                &json!(value),
+                "must set spec.nodeName if mirror pod annotation is set",
+            ));
+        }
+    }
+}
+
+/// `ValidatePodSpecificAnnotationUpdates`: the mirror pod annotation can be
+/// neither added, changed nor removed by an update — a pod is a mirror pod
+/// from its creation by the kubelet to its deletion, or never.
+pub(super) fn validate_pod_specific_annotation_updates(
+    new: &Value,
+    old: &Value,
+    causes: &mut Vec<Cause>,
+) {
+    let new_annotations = string_map(new.pointer("/metadata/annotations"));
+    let old_annotations = string_map(old.pointer("/metadata/annotations"));
+    let field = format!("metadata.annotations[{MIRROR_POD_ANNOTATION}]");
+    match (
+        old_annotations.get(MIRROR_POD_ANNOTATION),
+        new_annotations.get(MIRROR_POD_ANNOTATION),
+    ) {
+        (Some(old), new) if new != Some(old) => causes.push(Cause::forbidden(
+            field,
+            "may not remove or update mirror pod annotation",
+        )),
+        (None, Some(_)) => {
+            causes.push(Cause::forbidden(field, "may not add mirror pod annotation"))
+        }
+        _ => {}
+    }
+}
+
 /// `ValidatePodUpdate`: only images, `activeDeadlineSeconds`, added
 /// tolerations and a negative grace period raised to 1 may change. The
 /// scheduler's binding (setting `nodeName` once) also comes through here.
@@ -682,6 +731,59 @@ mod tests {
         let mut removed = base.clone();
         removed["tolerations"] = json!([]);
         assert_eq!(update_errors(base, removed).len(), 1);
+    }
+
+    fn annotated(annotations: Value) -> Value {
+        let mut p = pod(json!({"nodeName": "n1", "containers": [{"name": "c", "image": "x"}]}));
+        p["metadata"]["annotations"] = annotations;
+        p
+    }
+
+    #[test]
+    fn mirror_pod_annotation_may_not_be_added_changed_or_removed() {
+        let errors = |old: Value, new: Value| {
+            messages(super::super::validate_update(
+                res("", "pods"),
+                &annotated(new),
+                &annotated(old),
+            ))
+        };
+        let field = "metadata.annotations[kubernetes.io/config.mirror]";
+        assert_eq!(
+            errors(json!({}), json!({MIRROR_POD_ANNOTATION: "h1"})),
+            [format!(
+                "{field}: Forbidden: may not add mirror pod annotation"
+            )]
+        );
+        assert_eq!(
+            errors(
+                json!({MIRROR_POD_ANNOTATION: "h1"}),
+                json!({MIRROR_POD_ANNOTATION: "h2"})
+            ),
+            [format!(
+                "{field}: Forbidden: may not remove or update mirror pod annotation"
+            )]
+        );
+        assert_eq!(
+            errors(json!({MIRROR_POD_ANNOTATION: "h1"}), json!({"other": "x"})).len(),
+            1
+        );
+        assert!(errors(
+            json!({MIRROR_POD_ANNOTATION: "h1"}),
+            json!({MIRROR_POD_ANNOTATION: "h1", "other": "x"})
+        )
+        .is_empty());
+    }
+
+    #[test]
+    fn mirror_pod_must_name_its_node() {
+        let mut p = annotated(json!({MIRROR_POD_ANNOTATION: "h1"}));
+        assert!(messages(validate(res("", "pods"), &p)).is_empty());
+        p["spec"].as_object_mut().unwrap().remove("nodeName");
+        assert_eq!(
+            messages(validate(res("", "pods"), &p)),
+            ["metadata.annotations[kubernetes.io/config.mirror]: Invalid value: \"h1\": must set spec.nodeName if mirror pod annotation is set"]
+        );
     }
 
     #[test]
