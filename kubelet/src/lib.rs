@@ -9,6 +9,7 @@ pub mod config;
 pub mod cri;
 pub mod node;
 pub mod pod_worker;
+pub mod server;
 pub mod status;
 
 use std::collections::HashSet;
@@ -34,6 +35,8 @@ pub enum RunError {
     Runtime(#[from] cri::RuntimeError),
     #[error(transparent)]
     Node(#[from] node::NodeError),
+    #[error(transparent)]
+    Server(#[from] server::ServerError),
 }
 
 /// Connects to the apiserver (`--kubeconfig`) and the runtime
@@ -51,13 +54,18 @@ fn runtime_version(v: &k8s_cri::v1::VersionResponse) -> String {
 /// Runs the kubelet with the given client and runtime until `shutdown`.
 /// Containers keep running after shutdown; a new kubelet adopts them.
 pub async fn run_with<R: Runtime>(
-    config: Config,
+    mut config: Config,
     client: Client,
     runtime: Arc<R>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
     let version = runtime.version().await?;
     tracing::info!(runtime = %runtime_version(&version), node = %config.node_name, "connected to the container runtime");
+    // The kubelet port is bound first: the Node advertises the bound port.
+    let kubelet_port = server::bind(&config.server).await?;
+    if let Ok(addr) = kubelet_port.local_addr() {
+        config.server.port = addr.port();
+    }
     let nodes = Arc::new(node::NodeStatusManager::new(client.clone(), config.clone()));
     let registered = nodes.register().await?;
     let node_uid = registered.metadata.uid.clone().unwrap_or_default();
@@ -121,6 +129,23 @@ pub async fn run_with<R: Runtime>(
     let reflector = Reflector::new(client.clone(), "", store.clone())
         .with_selectors("", &format!("spec.nodeName={}", config.node_name));
     tasks.spawn(reflector.run());
+    // The kubelet port: logs and exec for the apiserver.
+    {
+        let tls = server::tls::server_tls_config(
+            &config.server,
+            &config.root_dir,
+            &config.node_name,
+            nodes.node_ip(),
+        )
+        .map_err(server::ServerError::from)?;
+        let service = server::KubeletService::new(runtime.clone(), store.clone());
+        tasks.spawn(async move {
+            if let Err(e) = server::serve(kubelet_port, tls, service, std::future::pending()).await
+            {
+                tracing::error!(error = %e, "the kubelet port stopped");
+            }
+        });
+    }
 
     let worker = Arc::new(PodWorker::new(
         runtime.clone(),
