@@ -6,6 +6,7 @@ pub mod config;
 pub mod error;
 pub mod ipam;
 pub mod iptables;
+pub mod loopback;
 pub mod netlink;
 pub mod plugin;
 pub mod result;

@@ -300,14 +300,27 @@ impl Netlink {
 
     /// Brings a link up by index.
     pub async fn set_up(&self, index: u32) -> Result<(), NetlinkError> {
-        let msg = LinkUnspec::new_with_index(index).up().build();
+        self.set_state(index, true).await
+    }
+
+    pub async fn set_down(&self, index: u32) -> Result<(), NetlinkError> {
+        self.set_state(index, false).await
+    }
+
+    async fn set_state(&self, index: u32, up: bool) -> Result<(), NetlinkError> {
+        let link = LinkUnspec::new_with_index(index);
+        let msg = if up { link.up() } else { link.down() }.build();
         self.handle
             .link()
             .set(msg)
             .execute()
             .await
             .map_err(|source| NetlinkError::Request {
-                step: "bring up link",
+                step: if up {
+                    "bring up link"
+                } else {
+                    "bring down link"
+                },
                 target: format!("ifindex {index}"),
                 source,
             })

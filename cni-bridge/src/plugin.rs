@@ -20,11 +20,9 @@ use crate::config::{CniEnv, Command, NetConf, SUPPORTED_VERSIONS};
 use crate::error::{CniError, ErrorCode};
 use crate::ipam::Store;
 use crate::iptables;
+use crate::loopback::{self, LOOPBACK_INDEX};
 use crate::netlink::{open_netns, Netlink, NetlinkError};
 use crate::result::{version_json, CniResult, Interface, IpConfig};
-
-/// The loopback interface is always ifindex 1 in a network namespace.
-const LOOPBACK_INDEX: u32 = 1;
 
 /// A failed command: the error plus the version its JSON must be stamped with.
 #[derive(Debug)]
@@ -65,7 +63,13 @@ pub fn run(vars: &HashMap<String, String>, stdin: &[u8]) -> Result<Option<Value>
             &asked_version.clone().unwrap_or_else(latest),
         )));
     }
-    let conf = NetConf::parse(stdin).map_err(|e| fail(e.into()))?;
+    let loopback = serde_json::from_slice::<Value>(stdin)
+        .ok()
+        .filter(loopback::is_loopback);
+    let conf = match loopback {
+        Some(_) => None,
+        None => Some(NetConf::parse(stdin).map_err(|e| fail(e.into()))?),
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .build()
@@ -77,11 +81,15 @@ pub fn run(vars: &HashMap<String, String>, stdin: &[u8]) -> Result<Option<Value>
         })?;
     runtime
         .block_on(async {
+            let Some(conf) = &conf else {
+                let version = asked_version.clone().unwrap_or_else(latest);
+                return loopback::run(&env, &version).await;
+            };
             match env.command {
-                Command::Add => add(&env, &conf).await.map(Some),
-                Command::Del => del(&env, &conf).await.map(|()| None),
-                Command::Check => check(&env, &conf).await.map(|()| None),
-                Command::Gc => gc(&conf).await.map(|()| None),
+                Command::Add => add(&env, conf).await.map(Some),
+                Command::Del => del(&env, conf).await.map(|()| None),
+                Command::Check => check(&env, conf).await.map(|()| None),
+                Command::Gc => gc(conf).await.map(|()| None),
                 Command::Status | Command::Version => Ok(None),
             }
         })

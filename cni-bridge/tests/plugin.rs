@@ -552,3 +552,64 @@ fn reference_bridge_plugin_gives_a_result_of_the_same_shape() {
     assert_eq!(ours["ips"][0]["gateway"], reference["ips"][0]["gateway"]);
     assert_eq!(ours["routes"], reference["routes"]);
 }
+
+/// containerd runs a `loopback` network before the pod network; invoked
+/// under that type the plugin brings `lo` up and answers as the reference
+/// `loopback` plugin does.
+#[test]
+fn loopback_type_brings_lo_up_and_down_and_del_tolerates_a_missing_netns() {
+    let node = Node::new("lo");
+    let pod = Netns::new("lo-pod");
+    assert!(pod
+        .stdout(&["ip", "link", "show", "lo"])
+        .contains("state DOWN"));
+    let conf = json!({"cniVersion": "1.0.0", "name": "cni-loopback", "type": "loopback"});
+    let env = |cmd| {
+        vec![
+            ("CNI_COMMAND", cmd),
+            ("CNI_CONTAINERID", "lo1"),
+            ("CNI_IFNAME", "lo"),
+            ("CNI_PATH", "/usr/lib/cni"),
+        ]
+    };
+    let path = pod.path();
+    let mut add = env("ADD");
+    add.push(("CNI_NETNS", &path));
+    let ours = node.run_with(PLUGIN, &add, &conf).result();
+    assert_eq!(ours["ips"][0]["address"], "127.0.0.1/8");
+    assert_eq!(ours["interfaces"][0]["name"], "lo");
+    assert!(pod
+        .stdout(&["ip", "link", "show", "lo"])
+        .contains("LOOPBACK,UP"));
+    assert!(pod
+        .exec(&["busybox", "ping", "-c1", "-W1", "127.0.0.1"])
+        .status
+        .success());
+
+    // Same shape as the reference plugin's answer for the same config.
+    let reference = Netns::new("lo-ref");
+    let ref_path = reference.path();
+    let mut ref_add = env("ADD");
+    ref_add.push(("CNI_NETNS", &ref_path));
+    let theirs = node
+        .run_with("/usr/lib/cni/loopback", &ref_add, &conf)
+        .result();
+    assert_eq!(theirs["ips"][0]["address"], ours["ips"][0]["address"]);
+    assert_eq!(
+        theirs["interfaces"][0]["name"],
+        ours["interfaces"][0]["name"]
+    );
+
+    let mut check = env("CHECK");
+    check.push(("CNI_NETNS", &path));
+    assert!(node.run_with(PLUGIN, &check, &conf).ok);
+    let mut del = env("DEL");
+    del.push(("CNI_NETNS", &path));
+    assert!(node.run_with(PLUGIN, &del, &conf).ok);
+    assert!(pod
+        .stdout(&["ip", "link", "show", "lo"])
+        .contains("state DOWN"));
+    let mut gone = env("DEL");
+    gone.push(("CNI_NETNS", "/var/run/netns/no-such-netns"));
+    assert!(node.run_with(PLUGIN, &gone, &conf).ok);
+}

@@ -1,180 +1,23 @@
-//! The kubelet against a real control plane (TestCluster) and a private
-//! containerd + runc with the reference CNI plugins, in a network namespace
-//! the test creates. Root only: skipped with a message otherwise.
+//! The kubelet binary on a node of the rig (its own network namespace,
+//! containerd + runc, cni-bridge) against a real control plane: the Node
+//! registers and heartbeats, pods run with an IP from the node's podCIDR,
+//! restart under backoff, finish, are adopted by a restarted kubelet and
+//! stop on deletion. Root only: skipped with a message otherwise.
 
-#[path = "../../apiserver/tests/support/mod.rs"]
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
-use clap::Parser;
 use ferrokube_client::{Client, DeleteParams};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod};
-use kube_apiserver::pki;
-use support::{wait_for, TestCluster};
-use tokio::sync::oneshot;
+use support::{wait_for, Rig};
 
-const NODE: &str = "kubelet-it-node";
-const POD_CIDR: &str = "10.244.7.0/24";
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false)
-}
-
-fn sh(cmd: &mut Command) {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A network namespace with a private containerd in it; both go on drop.
-struct TestNode {
-    dir: tempfile::TempDir,
-    netns: String,
-}
-
-impl TestNode {
-    fn start() -> TestNode {
-        let dir = tempfile::tempdir().unwrap();
-        let netns = format!("fk-kubelet-{}", std::process::id());
-        sh(Command::new("ip").args(["netns", "add", &netns]));
-        sh(Command::new("ip").args(["-n", &netns, "link", "set", "lo", "up"]));
-        let node = TestNode { dir, netns };
-        let d = node.ctd_dir();
-        sh(Command::new("bash")
-            .arg(repo().join("deploy/containerd/containerd.sh"))
-            .args([
-                "start",
-                d.to_str().unwrap(),
-                "--netns",
-                &node.netns,
-                "--cni-bin-dir",
-                "/usr/lib/cni",
-                "--cni-conf-dir",
-                node.dir.path().join("net.d").to_str().unwrap(),
-            ]));
-        sh(Command::new("bash")
-            .arg(repo().join("deploy/images/build.sh"))
-            .args([
-                "--out",
-                node.dir.path().join("images").to_str().unwrap(),
-                "--import",
-                "--address",
-                d.join("containerd.sock").to_str().unwrap(),
-            ]));
-        node
-    }
-
-    fn ctd_dir(&self) -> PathBuf {
-        self.dir.path().join("containerd")
-    }
-}
-
-impl Drop for TestNode {
-    fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .arg(repo().join("deploy/containerd/containerd.sh"))
-            .args(["stop", self.ctd_dir().to_str().unwrap()])
-            .status();
-        let _ = Command::new("ip")
-            .args(["netns", "delete", &self.netns])
-            .status();
-    }
-}
-
-fn kubelet_config(cluster: &TestCluster, node: &TestNode) -> kubelet::Config {
-    let cert = cluster
-        .ca()
-        .issue_client(&format!("system:node:{NODE}"), &["system:nodes"])
-        .unwrap();
-    let kubeconfig = node.dir.path().join("kubelet.conf");
-    pki::write_kubeconfig(
-        &kubeconfig,
-        &cluster.base_url(),
-        cluster.ca_pem(),
-        &cert.cert_pem,
-        &cert.key_pem,
-        &format!("system:node:{NODE}"),
-        "kubernetes",
-    )
-    .unwrap();
-    let config_file = node.dir.path().join("kubelet.yaml");
-    std::fs::write(
-        &config_file,
-        format!(
-            "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\npodCIDR: {POD_CIDR}\nclusterDNS: [10.96.0.10]\nmaxPods: 30\ncgroupDriver: cgroupfs\nnodeStatusUpdateFrequency: 2s\npodLogsDir: {}\n",
-            node.dir.path().join("pod-logs").display()
-        ),
-    )
-    .unwrap();
-    let sock = node.ctd_dir().join("containerd.sock");
-    kubelet::Flags::try_parse_from([
-        "kubelet".to_string(),
-        format!("--config={}", config_file.display()),
-        format!("--kubeconfig={}", kubeconfig.display()),
-        format!("--hostname-override={NODE}"),
-        "--node-ip=127.0.0.1".into(),
-        format!("--root-dir={}", node.dir.path().join("root").display()),
-        format!("--container-runtime-endpoint=unix://{}", sock.display()),
-        format!("--cni-conf-dir={}", node.dir.path().join("net.d").display()),
-        "--cni-bin-dir=/usr/lib/cni".into(),
-        "--cni-plugin-type=bridge".into(),
-    ])
-    .unwrap()
-    .into_config()
-    .unwrap()
-}
-
-struct Kubelet {
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<Result<(), kubelet::RunError>>,
-}
-
-impl Kubelet {
-    fn start(config: kubelet::Config) -> Kubelet {
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(kubelet::run(config, async {
-            let _ = stopped.await;
-        }));
-        Kubelet {
-            stop: Some(stop),
-            task,
-        }
-    }
-
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        let done = tokio::time::timeout(Duration::from_secs(10), &mut self.task).await;
-        assert!(done.is_ok(), "kubelet did not stop in time");
-    }
-}
-
-fn pod(name: &str, policy: &str, command: &[&str]) -> Pod {
+fn pod(node: &str, name: &str, policy: &str, command: &[&str]) -> Pod {
     serde_json::from_value(serde_json::json!({
         "metadata": {"name": name, "namespace": "default"},
         "spec": {
-            "nodeName": NODE,
+            "nodeName": node,
             "restartPolicy": policy,
             "terminationGracePeriodSeconds": 3,
             "containers": [{"name": "main", "image": "busybox:1.36", "command": command}]
@@ -208,32 +51,18 @@ fn main_status(pod: &Pod) -> Option<k8s_openapi::api::core::v1::ContainerStatus>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubelet_registers_runs_pods_and_adopts_them_after_restart() {
-    if !is_root() {
-        eprintln!(
-            "SKIPPED: kubelet/tests/node.rs needs root (network namespace, containerd, runc)"
-        );
+    let Some(mut rig) = Rig::start("node", 1).await else {
         return;
-    }
-    let node = TestNode::start();
-    let cluster = TestCluster::start().await;
-    let client = Client::connect(cluster.kubeconfig_path()).await.unwrap();
-    let config = kubelet_config(&cluster, &node);
-    let kubelet = Kubelet::start(config.clone());
+    };
+    let client = rig.client().await;
+    let node = &rig.nodes[0];
+    let (node_name, pod_cidr) = (node.name.clone(), node.pod_cidr.clone());
+    let node_name = node_name.as_str();
 
-    // The Node registers and becomes Ready; its Lease renews.
-    let ready = wait_for(Duration::from_secs(30), || async {
-        let Ok(n) = client.get::<Node>("", NODE).await else {
-            return false;
-        };
-        n.status
-            .and_then(|s| s.conditions)
-            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-    })
-    .await;
-    assert!(ready, "node {NODE} did not become Ready");
-    let n: Node = client.get("", NODE).await.unwrap();
+    // The Node registered (the rig waited for Ready); its Lease renews.
+    let n: Node = client.get("", node_name).await.unwrap();
     let labels = n.metadata.labels.clone().unwrap();
-    assert_eq!(labels["kubernetes.io/hostname"], NODE);
+    assert_eq!(labels["kubernetes.io/hostname"], node_name);
     assert_eq!(labels["kubernetes.io/os"], "linux");
     let status = n.status.unwrap();
     assert_eq!(status.capacity.unwrap()["pods"].0, "30");
@@ -244,7 +73,7 @@ async fn kubelet_registers_runs_pods_and_adopts_them_after_restart() {
         .starts_with("containerd://"));
     let lease_time = || async {
         client
-            .get::<Lease>("kube-node-lease", NODE)
+            .get::<Lease>("kube-node-lease", node_name)
             .await
             .ok()
             .and_then(|l| l.spec?.renew_time)
@@ -266,7 +95,10 @@ async fn kubelet_registers_runs_pods_and_adopts_them_after_restart() {
 
     // A sleeping busybox pod runs with an IP from the podCIDR and is Ready.
     client
-        .create("default", &pod("sleeper", "Always", &["sleep", "3600"]))
+        .create(
+            "default",
+            &pod(node_name, "sleeper", "Always", &["sleep", "3600"]),
+        )
         .await
         .unwrap();
     let running = wait_for(Duration::from_secs(60), || async {
@@ -284,8 +116,8 @@ async fn kubelet_registers_runs_pods_and_adopts_them_after_restart() {
     );
     let ip = p.status.as_ref().unwrap().pod_ip.clone().unwrap();
     assert!(
-        kubelet::cni::contains(POD_CIDR, &ip),
-        "pod IP {ip} not in {POD_CIDR}"
+        kubelet::cni::contains(&pod_cidr, &ip),
+        "pod IP {ip} not in {pod_cidr}"
     );
     let cs = main_status(&p).unwrap();
     assert!(
@@ -298,7 +130,7 @@ async fn kubelet_registers_runs_pods_and_adopts_them_after_restart() {
     client
         .create(
             "default",
-            &pod("crasher", "Always", &["sh", "-c", "exit 1"]),
+            &pod(node_name, "crasher", "Always", &["sh", "-c", "exit 1"]),
         )
         .await
         .unwrap();
@@ -324,7 +156,10 @@ async fn kubelet_registers_runs_pods_and_adopts_them_after_restart() {
 
     // restartPolicy Never, exit 0: Succeeded.
     client
-        .create("default", &pod("once", "Never", &["sh", "-c", "echo done"]))
+        .create(
+            "default",
+            &pod(node_name, "once", "Never", &["sh", "-c", "echo done"]),
+        )
         .await
         .unwrap();
     let succeeded = wait_for(Duration::from_secs(60), || async {
@@ -347,9 +182,10 @@ async fn kubelet_registers_runs_pods_and_adopts_them_after_restart() {
         p.and_then(|p| main_status(&p))
             .map_or(0, |c| c.restart_count)
     };
-    kubelet.stop().await;
+    rig.nodes[0].stop_kubelet().await;
     let before = restarts(get_pod(&client, "crasher").await);
-    let kubelet = Kubelet::start(config.clone());
+    rig.nodes[0].start_kubelet().await;
+    let node = &rig.nodes[0];
     let synced = wait_for(Duration::from_secs(330), || async {
         restarts(get_pod(&client, "crasher").await) > before
     })
@@ -375,23 +211,11 @@ async fn kubelet_registers_runs_pods_and_adopts_them_after_restart() {
     })
     .await;
     assert!(gone, "sleeper was not deleted");
-    let ctr = Command::new("ctr")
-        .args([
-            "--address",
-            node.ctd_dir().join("containerd.sock").to_str().unwrap(),
-            "-n",
-            "k8s.io",
-            "tasks",
-            "ls",
-        ])
-        .output()
-        .unwrap();
+    let ctr = node.ctr(&["tasks", "ls"]);
     let tasks = String::from_utf8_lossy(&ctr.stdout);
     let short = sleeper_id.trim_start_matches("containerd://");
     assert!(
         !tasks.contains(short),
         "sleeper's task still listed: {tasks}"
     );
-
-    kubelet.stop().await;
 }

@@ -49,6 +49,13 @@ impl TestCluster {
     /// Starts a cluster with extra kube-apiserver flags
     /// (e.g. `--default-watch-cache-size=10`).
     pub async fn start_with(extra_flags: &[&str]) -> TestCluster {
+        TestCluster::start_on(IpAddr::V4(Ipv4Addr::LOCALHOST), extra_flags).await
+    }
+
+    /// Starts a cluster whose apiserver listens on `ip` (port 0) and is
+    /// certified for it, e.g. the host side of a test bridge that network
+    /// namespaces reach.
+    pub async fn start_on(ip: IpAddr, extra_flags: &[&str]) -> TestCluster {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .with_test_writer()
@@ -61,7 +68,7 @@ impl TestCluster {
         let serving = ca
             .issue_serving(
                 "kube-apiserver",
-                &[IpAddr::V4(Ipv4Addr::LOCALHOST)],
+                &[IpAddr::V4(Ipv4Addr::LOCALHOST), ip],
                 &["localhost", "kubernetes", "kubernetes.default.svc"],
             )
             .unwrap();
@@ -77,7 +84,7 @@ impl TestCluster {
         serving.write(&cert, &key).unwrap();
         pki::write_pem(&ca_file, ca.cert_pem(), false).unwrap();
 
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = TcpListener::bind((ip, 0)).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let kubeconfig = dir.path().join("admin.conf");
         pki::write_kubeconfig(
@@ -94,8 +101,8 @@ impl TestCluster {
         let mut args = vec![
             "kube-apiserver".to_string(),
             format!("--etcd-servers={etcd_url}"),
-            "--bind-address=127.0.0.1".into(),
-            "--advertise-address=127.0.0.1".into(),
+            format!("--bind-address={ip}"),
+            format!("--advertise-address={ip}"),
             format!("--tls-cert-file={}", cert.display()),
             format!("--tls-private-key-file={}", key.display()),
             format!("--client-ca-file={}", ca_file.display()),
@@ -124,7 +131,7 @@ impl TestCluster {
         &self.kubeconfig
     }
 
-    /// `https://127.0.0.1:<port>`.
+    /// `https://<ip>:<port>`.
     pub fn base_url(&self) -> String {
         format!("https://{}", self.addr)
     }
