@@ -150,6 +150,18 @@ async fn kubectl_logs_and_exec_reach_the_containers() {
     }
 
     // logs: per container, stdout and stderr interleaved as written, tail.
+    // (Running says the container started, not that it wrote everything.)
+    let written = wait_for(START_TIMEOUT, || async {
+        let a = rig.kubectl(&["logs", "two", "-c", "a"]);
+        let b = rig.kubectl(&["logs", "two", "-c", "b"]);
+        text(&a.stdout).lines().count() == 3 && text(&b.stdout).lines().count() == 1
+    })
+    .await;
+    assert!(
+        written,
+        "{}",
+        describe(&rig.kubectl(&["logs", "two", "-c", "a"]))
+    );
     assert_eq!(
         log_lines(&rig, &["two", "-c", "a"]),
         ["a-one", "a-two", "a-three"]
@@ -272,7 +284,7 @@ async fn kubectl_logs_and_exec_reach_the_containers() {
     // exec: output, exit codes, stdin.
     let out = rig.kubectl(&["exec", "two", "-c", "a", "--", "echo", "hi"]);
     assert!(out.status.success(), "{}", describe(&out));
-    assert_eq!(text(&out.stdout), "hi\n");
+    assert_eq!(text(&out.stdout), "hi\n", "{}", rig.nodes[0].kubelet_log());
     let out = rig.kubectl(&[
         "exec",
         "two",

@@ -218,10 +218,8 @@ fn log_options(r: &pb::ContainerLogsRequest) -> Result<logs::LogOptions, Status>
         ))),
         other => Ok(other.map(|n| n as u64)),
     };
-    let mut since = match non_negative("sinceSeconds", r.since_seconds)? {
-        Some(s) => Some(chrono::Utc::now() - chrono::Duration::seconds(s as i64)),
-        None => None,
-    };
+    let mut since = non_negative("sinceSeconds", r.since_seconds)?
+        .map(|s| chrono::Utc::now() - chrono::Duration::seconds(s as i64));
     if !r.since_time.is_empty() {
         let t = chrono::DateTime::parse_from_rfc3339(&r.since_time).map_err(|e| {
             Status::invalid_argument(format!(
