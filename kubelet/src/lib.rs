@@ -7,10 +7,16 @@ pub mod backoff;
 pub mod cni;
 pub mod config;
 pub mod cri;
+pub mod env;
+pub mod fieldpath;
 pub mod node;
+pub mod object_source;
 pub mod pod_worker;
+pub mod prober;
+pub mod routes;
 pub mod server;
 pub mod status;
+pub mod volumes;
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -26,6 +32,8 @@ use pod_worker::{PodWorker, SyncOutcome, WorkerSettings};
 
 /// How often the node Lease is renewed.
 pub const LEASE_RENEW_INTERVAL: Duration = Duration::from_secs(10);
+/// How often the host-gw routes to other nodes' pod CIDRs are reconciled.
+pub const ROUTE_SYNC_INTERVAL: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -124,6 +132,31 @@ pub async fn run_with<R: Runtime>(
             }
         });
     }
+    // Routes to the other nodes' pod CIDRs (host-gw).
+    {
+        let nodes: Store<k8s_openapi::api::core::v1::Node> = Store::new();
+        tasks.spawn(Reflector::new(client.clone(), "", nodes.clone()).run());
+        let node_name = config.node_name.clone();
+        tasks.spawn(async move {
+            let routes = match routes::HostGwRoutes::new() {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(error = %e, "host-gw routes disabled");
+                    return;
+                }
+            };
+            loop {
+                if nodes.is_synced() {
+                    let all: Vec<_> = nodes.list().iter().map(|n| (**n).clone()).collect();
+                    let want = routes::desired_routes(&all, &node_name);
+                    if let Err(e) = routes.sync(&want).await {
+                        tracing::warn!(error = %e, "syncing host-gw routes failed");
+                    }
+                }
+                tokio::time::sleep(ROUTE_SYNC_INTERVAL).await;
+            }
+        });
+    }
     // The pods bound to this node.
     let store: Store<Pod> = Store::new();
     let reflector = Reflector::new(client.clone(), "", store.clone())
@@ -147,7 +180,19 @@ pub async fn run_with<R: Runtime>(
         });
     }
 
-    let worker = Arc::new(PodWorker::new(
+    // Pod volumes under <root-dir>/pods; projected ones refreshed every syncFrequency.
+    let volumes = Arc::new(volumes::VolumeManager::new(
+        &config.root_dir,
+        Arc::new(object_source::ApiObjectSource::new(client.clone())),
+        &config.node_name,
+        config.sync_frequency,
+    ));
+    let probes = Arc::new(prober::ProbeManager::new(
+        runtime.clone(),
+        Arc::new(client.clone()),
+        &config.node_name,
+    ));
+    let worker = PodWorker::new(
         runtime.clone(),
         WorkerSettings {
             node_name: config.node_name.clone(),
@@ -157,7 +202,12 @@ pub async fn run_with<R: Runtime>(
             pod_logs_dir: config.pod_logs_dir.clone(),
         },
         backoff::CrashLoopBackOff::new(config.backoff_initial, config.backoff_max),
-    ));
+    );
+    let worker = Arc::new(
+        worker
+            .with_probes(probes.clone())
+            .with_volume_manager(volumes.clone()),
+    );
     {
         let (store, client) = (store.clone(), client.clone());
         let sync_every = config.sync_frequency.min(Duration::from_secs(1));
@@ -166,7 +216,11 @@ pub async fn run_with<R: Runtime>(
             let mut tick = tokio::time::interval(sync_every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                tick.tick().await;
+                // A probe result that changed is reported without waiting for the tick.
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = probes.changed() => {}
+                }
                 if !store.is_synced() {
                     continue;
                 }
@@ -178,9 +232,21 @@ pub async fn run_with<R: Runtime>(
                     in_flight.lock().unwrap().insert(String::new());
                     let (worker, in_flight, live) =
                         (worker.clone(), in_flight.clone(), live.clone());
+                    let (volumes, store) = (volumes.clone(), store.clone());
                     tokio::spawn(async move {
                         if let Err(e) = worker.kill_orphans(&live).await {
                             tracing::warn!(error = %e, "removing orphaned sandboxes failed");
+                        } else {
+                            // Their containers are gone: unmount and remove their volumes,
+                            // keeping pods that reached the store meanwhile.
+                            let mut keep = live;
+                            keep.extend(
+                                store
+                                    .list()
+                                    .into_iter()
+                                    .filter_map(|p| p.metadata.uid.clone()),
+                            );
+                            volumes.clean_up_orphaned_pods(&keep);
                         }
                         in_flight.lock().unwrap().remove("");
                     });

@@ -131,6 +131,10 @@ pub fn initial_node(config: &Config) -> Node {
         },
         spec: Some(NodeSpec {
             taints: (!config.taints.is_empty()).then(|| config.taints.clone()),
+            // Without a node IPAM controller the configured podCIDR is the
+            // node's; other nodes route to it from here (host-gw).
+            pod_cidr: config.pod_cidr.clone(),
+            pod_cidrs: config.pod_cidr.clone().map(|c| vec![c]),
             ..Default::default()
         }),
         status: None,

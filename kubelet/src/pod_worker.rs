@@ -16,7 +16,9 @@ use k8s_openapi::api::core::v1::{Container, Pod, PodStatus};
 
 use crate::backoff::CrashLoopBackOff;
 use crate::cri::{Runtime, RuntimeError};
-use crate::status::{compute_pod_status, ContainersByName, Waiting};
+use crate::prober::ProbeManager;
+use crate::status::{compute_pod_status, ContainersByName, ProbeResults, Waiting};
+use crate::volumes::VolumeManager;
 
 pub const POD_NAME_LABEL: &str = "io.kubernetes.pod.name";
 pub const POD_NAMESPACE_LABEL: &str = "io.kubernetes.pod.namespace";
@@ -49,6 +51,11 @@ pub struct PodWorker<R> {
     runtime: Arc<R>,
     settings: WorkerSettings,
     backoff: Mutex<CrashLoopBackOff>,
+    /// Liveness, readiness and startup probes (none in tests that do not
+    /// set them with [`PodWorker::with_probes`]).
+    probes: Option<Arc<ProbeManager<R>>>,
+    /// Pod volumes and the objects env and volumes read (`with_volume_manager`).
+    volumes: Arc<VolumeManager>,
 }
 
 fn uid(pod: &Pod) -> String {
@@ -65,7 +72,22 @@ impl<R: Runtime> PodWorker<R> {
             runtime,
             settings,
             backoff: Mutex::new(backoff),
+            probes: None,
+            volumes: Arc::new(VolumeManager::disabled()),
         }
+    }
+
+    /// Runs the containers' probes with `probes`.
+    pub fn with_probes(mut self, probes: Arc<ProbeManager<R>>) -> Self {
+        self.probes = Some(probes);
+        self
+    }
+
+    /// Sets where pod volumes live and where configMaps, secrets and
+    /// services are read from (by default: nowhere).
+    pub fn with_volume_manager(mut self, volumes: Arc<VolumeManager>) -> Self {
+        self.volumes = volumes;
+        self
     }
 
     pub fn runtime(&self) -> &Arc<R> {
@@ -74,6 +96,9 @@ impl<R: Runtime> PodWorker<R> {
 
     pub fn forget_pods_except(&self, live: &std::collections::HashSet<String>) {
         self.backoff.lock().unwrap().retain_pods(live);
+        if let Some(probes) = &self.probes {
+            probes.retain_pods(live);
+        }
     }
 
     /// The pod's sandboxes, newest attempt first.
@@ -119,6 +144,15 @@ impl<R: Runtime> PodWorker<R> {
     pub async fn sync_pod(&self, pod: &Pod) -> Result<SyncOutcome, RuntimeError> {
         let uid = uid(pod);
         let sandboxes = self.sandboxes(&uid).await?;
+        // Probes end with the pod (deleted or finished).
+        if let Some(probes) = &self.probes {
+            let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+            if pod.metadata.deletion_timestamp.is_some()
+                || matches!(phase, Some("Succeeded" | "Failed"))
+            {
+                probes.remove_pod(&uid);
+            }
+        }
         if pod.metadata.deletion_timestamp.is_some() {
             let grace = pod
                 .metadata
@@ -139,6 +173,11 @@ impl<R: Runtime> PodWorker<R> {
                 }
             }
             return Ok(SyncOutcome::Finished);
+        }
+        // Volumes are ready (and projected ones refreshed) before the
+        // sandbox and containers, as upstream's WaitForAttachAndMount.
+        if let Err(e) = self.volumes.set_up_pod(pod).await {
+            return Ok(self.volume_set_up_failed(pod, &e));
         }
 
         let mut waiting: HashMap<String, Waiting> = HashMap::new();
@@ -180,6 +219,7 @@ impl<R: Runtime> PodWorker<R> {
                             &waiting,
                             None,
                             &self.settings.host_ip,
+                            &ProbeResults::new(),
                         );
                         return Ok(SyncOutcome::Status(Box::new(status)));
                     }
@@ -274,12 +314,20 @@ impl<R: Runtime> PodWorker<R> {
                 .network
                 .map(|n| n.ip)
         };
+        let probed = match &self.probes {
+            Some(probes) => {
+                probes.sync_pod(pod, &containers, ip.as_deref());
+                probes.results(pod, &containers)
+            }
+            None => ProbeResults::new(),
+        };
         let status = compute_pod_status(
             pod,
             &containers,
             &waiting,
             ip.as_deref(),
             &self.settings.host_ip,
+            &probed,
         );
         Ok(SyncOutcome::Status(Box::new(status)))
     }
@@ -365,7 +413,23 @@ impl<R: Runtime> PodWorker<R> {
             waiting.insert(c.name.clone(), w);
             return;
         }
-        let config = self.container_config(pod, c, attempt);
+        let config = match self
+            .resolved_container_config(pod, c, attempt, sandbox_id)
+            .await
+        {
+            Ok(config) => config,
+            Err(message) => {
+                tracing::warn!(pod = %pod_name(pod), container = %c.name, %message, "CreateContainerConfigError");
+                waiting.insert(
+                    c.name.clone(),
+                    Waiting {
+                        reason: "CreateContainerConfigError".into(),
+                        message,
+                    },
+                );
+                return;
+            }
+        };
         let log_dir = std::path::Path::new(&sandbox_config.log_directory).join(&c.name);
         let _ = std::fs::create_dir_all(log_dir);
         let id = match self
@@ -643,26 +707,6 @@ impl<R: Runtime> PodWorker<R> {
                 grace.to_string(),
             ),
         ]);
-        let envs = c
-            .env
-            .iter()
-            .flatten()
-            .filter_map(|e| {
-                let value = match (&e.value, &e.value_from) {
-                    (Some(v), _) => v.clone(),
-                    (None, Some(from)) => field_ref(
-                        pod,
-                        &self.settings,
-                        from.field_ref.as_ref()?.field_path.as_str(),
-                    )?,
-                    (None, None) => String::new(),
-                };
-                Some(cri::KeyValue {
-                    key: e.name.clone(),
-                    value,
-                })
-            })
-            .collect();
         cri::ContainerConfig {
             metadata: Some(cri::ContainerMetadata {
                 name: c.name.clone(),
@@ -675,7 +719,8 @@ impl<R: Runtime> PodWorker<R> {
             command: c.command.clone().unwrap_or_default(),
             args: c.args.clone().unwrap_or_default(),
             working_dir: c.working_dir.clone().unwrap_or_default(),
-            envs,
+            // Filled in by resolved_container_config (pod_worker_env.rs).
+            envs: Vec::new(),
             labels,
             annotations,
             log_path: format!("{}/{attempt}.log", c.name),
@@ -713,18 +758,6 @@ pub fn pod_name(pod: &Pod) -> String {
         pod.metadata.namespace.as_deref().unwrap_or("default"),
         pod.metadata.name.as_deref().unwrap_or_default()
     )
-}
-
-fn field_ref(pod: &Pod, settings: &WorkerSettings, path: &str) -> Option<String> {
-    Some(match path {
-        "metadata.name" => pod.metadata.name.clone()?,
-        "metadata.namespace" => pod.metadata.namespace.clone()?,
-        "metadata.uid" => pod.metadata.uid.clone()?,
-        "spec.nodeName" => settings.node_name.clone(),
-        "spec.serviceAccountName" => pod.spec.as_ref()?.service_account_name.clone()?,
-        "status.hostIP" => settings.host_ip.clone(),
-        _ => return None,
-    })
 }
 
 fn namespace_options(pod: &Pod) -> cri::NamespaceOption {
@@ -779,6 +812,9 @@ pub fn container_resources(c: &Container) -> cri::LinuxContainerResources {
     }
     out
 }
+
+#[path = "pod_worker_env.rs"]
+mod env_and_mounts;
 
 #[cfg(test)]
 #[path = "pod_worker_tests.rs"]

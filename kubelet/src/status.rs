@@ -23,6 +23,18 @@ pub struct Waiting {
 /// attempt first.
 pub type ContainersByName = HashMap<String, Vec<cri::ContainerStatus>>;
 
+/// What a running container's probes say (see `crate::prober`): `started`
+/// from its startup probe, `ready` from its readiness probe (and started).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Probed {
+    pub started: bool,
+    pub ready: bool,
+}
+
+/// [`Probed`] by container id; a running container not listed has neither
+/// a startup nor a readiness probe, so it is started and ready.
+pub type ProbeResults = HashMap<String, Probed>;
+
 /// A CRI timestamp (ns) as an API time, at the API's one-second precision
 /// so that an unchanged status compares equal to the stored one.
 pub fn time_from_ns(ns: i64) -> Option<Time> {
@@ -240,6 +252,7 @@ pub fn compute_pod_status(
     waiting_for: &HashMap<String, Waiting>,
     pod_ip: Option<&str>,
     host_ip: &str,
+    probes: &ProbeResults,
 ) -> PodStatus {
     let spec = pod.spec.clone().unwrap_or_default();
     let old = pod.status.clone().unwrap_or_default();
@@ -248,11 +261,13 @@ pub fn compute_pod_status(
         specs
             .iter()
             .map(|c| {
-                container_status(
-                    c,
-                    containers.get(&c.name).map_or(&[][..], |v| &v[..]),
-                    waiting_for.get(&c.name),
-                )
+                let attempts = containers.get(&c.name).map_or(&[][..], |v| &v[..]);
+                let mut status = container_status(c, attempts, waiting_for.get(&c.name));
+                if let Some(p) = attempts.first().and_then(|l| probes.get(&l.id)) {
+                    status.ready &= p.ready;
+                    status.started = status.started.map(|s| s && p.started);
+                }
+                status
             })
             .collect()
     };
@@ -380,6 +395,7 @@ mod tests {
             &HashMap::new(),
             Some("10.244.0.5"),
             "10.0.0.1",
+            &ProbeResults::new(),
         );
         assert_eq!(s.phase.as_deref(), Some("Running"));
         assert_eq!(s.pod_ip.as_deref(), Some("10.244.0.5"));
@@ -408,7 +424,14 @@ mod tests {
                 message: "back-off 20s".into(),
             },
         )]);
-        let s = compute_pod_status(&pod("Always"), &cs, &w, Some("10.244.0.5"), "10.0.0.1");
+        let s = compute_pod_status(
+            &pod("Always"),
+            &cs,
+            &w,
+            Some("10.244.0.5"),
+            "10.0.0.1",
+            &ProbeResults::new(),
+        );
         assert_eq!(s.phase.as_deref(), Some("Running"));
         assert_eq!(cond(&s, "Ready"), "False");
         let c = &s.container_statuses.unwrap()[0];
@@ -446,7 +469,7 @@ mod tests {
         )]);
         let none = HashMap::new();
         let phase = |p: &str, cs: &ContainersByName| {
-            compute_pod_status(&pod(p), cs, &none, None, "h")
+            compute_pod_status(&pod(p), cs, &none, None, "h", &ProbeResults::new())
                 .phase
                 .unwrap()
         };
@@ -455,7 +478,7 @@ mod tests {
         assert_eq!(phase("OnFailure", &ok), "Succeeded");
         assert_eq!(phase("OnFailure", &bad), "Running");
         assert_eq!(phase("Always", &ok), "Running");
-        let s = compute_pod_status(&pod("Never"), &ok, &none, None, "h");
+        let s = compute_pod_status(&pod("Never"), &ok, &none, None, "h", &ProbeResults::new());
         assert_eq!(
             s.conditions.unwrap()[3].reason.as_deref(),
             Some("PodCompleted")
@@ -464,7 +487,14 @@ mod tests {
 
     #[test]
     fn pod_without_containers_yet_is_pending_and_creating() {
-        let s = compute_pod_status(&pod("Always"), &HashMap::new(), &HashMap::new(), None, "h");
+        let s = compute_pod_status(
+            &pod("Always"),
+            &HashMap::new(),
+            &HashMap::new(),
+            None,
+            "h",
+            &ProbeResults::new(),
+        );
         assert_eq!(s.phase.as_deref(), Some("Pending"));
         let c = &s.container_statuses.unwrap()[0];
         assert_eq!(

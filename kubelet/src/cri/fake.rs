@@ -17,7 +17,12 @@ struct State {
     images: BTreeSet<String>,
     /// Operations that fail once, then succeed (e.g. "RunPodSandbox").
     fail_once: BTreeSet<String>,
+    /// Answers ExecSync (set with `on_exec`); none means exit code 0.
+    exec: Option<ExecHandler>,
 }
+
+/// Computes an ExecSync answer from the container id and the command.
+type ExecHandler = Arc<dyn Fn(&str, &[String]) -> cri::ExecSyncResponse + Send + Sync>;
 
 /// An in-memory runtime; clones share state.
 #[derive(Clone, Default)]
@@ -48,6 +53,14 @@ impl FakeRuntime {
     /// Makes the next call of `op` fail.
     pub fn fail_once(&self, op: &str) {
         self.state.lock().unwrap().fail_once.insert(op.into());
+    }
+
+    /// Answers every later ExecSync with `handler(container_id, cmd)`.
+    pub fn on_exec(
+        &self,
+        handler: impl Fn(&str, &[String]) -> cri::ExecSyncResponse + Send + Sync + 'static,
+    ) {
+        self.state.lock().unwrap().exec = Some(Arc::new(handler));
     }
 
     /// Ends a running container with `exit_code`, as if its process exited.
@@ -310,6 +323,9 @@ impl Runtime for FakeRuntime {
     ) -> Result<cri::ExecSyncResponse> {
         let mut s = self.state.lock().unwrap();
         s.calls.push(format!("ExecSync {id} {}", cmd.join(" ")));
-        Ok(cri::ExecSyncResponse::default())
+        Ok(match &s.exec {
+            Some(handler) => handler(id, &cmd),
+            None => cri::ExecSyncResponse::default(),
+        })
     }
 }
