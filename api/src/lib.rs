@@ -6,6 +6,7 @@ pub use k8s_openapi;
 
 pub mod patch;
 pub mod quantity;
+pub mod remotecommand;
 pub mod resources;
 pub mod selector;
 pub mod validation;

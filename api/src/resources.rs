@@ -166,7 +166,7 @@ pub static RESOURCES: &[ResourceInfo] = &[
         core("Pod", "pods", "pod", true),
         &["po"],
         ALL,
-        &["status", "binding", "eviction"],
+        &["status", "binding", "eviction", "log", "exec"],
     ),
     with(
         core("Node", "nodes", "node", false),

@@ -74,6 +74,19 @@ pub struct Flags {
     #[arg(long = "anonymous-auth", default_value_t = true, action = clap::ArgAction::Set)]
     pub anonymous_auth: bool,
 
+    /// Path to a client cert file for TLS to the kubelets.
+    #[arg(long = "kubelet-client-certificate")]
+    pub kubelet_client_certificate: Option<PathBuf>,
+
+    /// Path to a client key file for TLS to the kubelets.
+    #[arg(long = "kubelet-client-key")]
+    pub kubelet_client_key: Option<PathBuf>,
+
+    /// Path to a cert file for the certificate authority of the kubelets'
+    /// serving certificates; without it they are not verified.
+    #[arg(long = "kubelet-certificate-authority")]
+    pub kubelet_certificate_authority: Option<PathBuf>,
+
     /// The maximum size of a request body, in bytes.
     #[arg(long = "max-request-bytes", default_value_t = 3 * 1024 * 1024, hide = true)]
     pub max_request_bytes: usize,

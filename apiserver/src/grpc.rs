@@ -19,6 +19,7 @@ use std::time::Duration;
 use ferrokube_api::ResourceInfo;
 use ferrokube_proto::api as pb;
 use ferrokube_proto::api::api_server::{Api, ApiServer};
+use ferrokube_proto::kubelet as kpb;
 use futures::{Stream, StreamExt};
 use serde_json::Value;
 use tonic::{Code, Request, Response, Status, Streaming};
@@ -41,8 +42,8 @@ pub fn is_grpc(headers: &http::HeaderMap) -> bool {
 }
 
 /// The gRPC service as an axum router, to be routed to by content type.
-pub fn router(registry: Arc<Registry>) -> axum::Router {
-    tonic::service::Routes::new(ApiServer::new(ApiService { registry }))
+pub fn router(registry: Arc<Registry>, kubelets: crate::kubelet::KubeletClient) -> axum::Router {
+    tonic::service::Routes::new(ApiServer::new(ApiService { registry, kubelets }))
         .prepare()
         .into_axum_router()
 }
@@ -76,6 +77,8 @@ pub fn status_from_api_error(e: &ApiError) -> Status {
 /// The tonic service over the registry.
 pub struct ApiService {
     registry: Arc<Registry>,
+    /// Dials kubelets for `Logs` and `Exec`.
+    kubelets: crate::kubelet::KubeletClient,
 }
 
 type ApiResult<T> = Result<T, ApiError>;
@@ -442,24 +445,112 @@ impl ApiService {
         Ok(envelope(pods, &written.object, Vec::new()))
     }
 
-    fn streaming_not_implemented<T>(
-        req: &Request<T>,
-        pod: &pb::ResourceRef,
-        subresource: &str,
-    ) -> Status {
-        let verb = if subresource == "log" {
-            "get"
-        } else {
-            "create"
-        };
-        if let Err(e) = caller(req, resource_attributes(verb, pod, subresource)) {
-            return status_from_api_error(&e);
-        }
-        Status::unimplemented(format!(
-            "pods/{subresource} over gRPC is not implemented yet: the kubelet's streaming API lands with the kubelet"
+    /// `pods/log` proxied to the pod's kubelet.
+    async fn logs(&self, req: Request<pb::LogsRequest>) -> ApiResult<LogsStream> {
+        let pod = pod_ref(&req.get_ref().namespace, &req.get_ref().pod);
+        caller(&req, resource_attributes("get", &pod, "log"))?;
+        let r = req.into_inner();
+        let (typed, location) = self
+            .kubelets
+            .locate(&self.registry, &r.namespace, &r.pod)
+            .await?;
+        let container = ferrokube_api::remotecommand::container_for_request(&typed, &r.container)
+            .map_err(ApiError::bad_request)?;
+        let mut client = self.kubelets.client(&location)?;
+        let stream = client
+            .container_logs(kpb::ContainerLogsRequest {
+                namespace: r.namespace,
+                pod: r.pod,
+                container,
+                follow: r.follow,
+                previous: r.previous,
+                timestamps: r.timestamps,
+                tail_lines: r.tail_lines,
+                since_seconds: r.since_seconds,
+                since_time: String::new(),
+                limit_bytes: r.limit_bytes,
+            })
+            .await
+            .map_err(|s| crate::kubelet::api_error(&location, &s))?
+            .into_inner();
+        Ok(Box::pin(
+            stream.map(|chunk| chunk.map(|c| pb::LogChunk { data: c.data })),
         ))
     }
+
+    /// `pods/exec` proxied to the pod's kubelet; the first frame must be
+    /// `start`.
+    async fn exec(&self, req: Request<Streaming<pb::ExecInput>>) -> ApiResult<ExecStream> {
+        use kpb::exec_input::Frame as KIn;
+        use pb::exec_input::Frame as In;
+        let mut user_req = Request::new(());
+        *user_req.extensions_mut() = req.extensions().clone();
+        let mut input = req.into_inner();
+        let start = match input.message().await {
+            Ok(Some(pb::ExecInput {
+                frame: Some(In::Start(s)),
+            })) => s,
+            Ok(_) => return Err(ApiError::bad_request("the first exec frame must be start")),
+            Err(e) => return Err(ApiError::bad_request(e.message().to_string())),
+        };
+        let pod = pod_ref(&start.namespace, &start.pod);
+        caller(&user_req, resource_attributes("create", &pod, "exec"))?;
+        let (typed, location) = self
+            .kubelets
+            .locate(&self.registry, &start.namespace, &start.pod)
+            .await?;
+        let container =
+            ferrokube_api::remotecommand::container_for_request(&typed, &start.container)
+                .map_err(ApiError::bad_request)?;
+        let first = kpb::ExecInput {
+            frame: Some(KIn::Start(kpb::ExecStart {
+                namespace: start.namespace,
+                pod: start.pod,
+                container,
+                command: start.command,
+                stdin: start.stdin,
+                stdout: start.stdout,
+                stderr: start.stderr,
+                tty: start.tty,
+            })),
+        };
+        let rest = futures::stream::unfold(input, |mut input| async move {
+            let frame = match input.message().await.ok()??.frame? {
+                In::Start(_) => return None,
+                In::Stdin(d) => KIn::Stdin(d),
+                In::Resize(s) => KIn::Resize(kpb::TerminalSize {
+                    width: s.width,
+                    height: s.height,
+                }),
+                In::CloseStdin(c) => KIn::CloseStdin(c),
+            };
+            Some((kpb::ExecInput { frame: Some(frame) }, input))
+        });
+        let mut client = self.kubelets.client(&location)?;
+        let output = client
+            .exec(futures::stream::iter([first]).chain(rest))
+            .await
+            .map_err(|s| crate::kubelet::api_error(&location, &s))?
+            .into_inner();
+        Ok(Box::pin(output.map(|out| {
+            use kpb::exec_output::Frame as KOut;
+            use pb::exec_output::Frame as Out;
+            out.map(|o| pb::ExecOutput {
+                frame: o.frame.map(|f| match f {
+                    KOut::Stdout(d) => Out::Stdout(d),
+                    KOut::Stderr(d) => Out::Stderr(d),
+                    KOut::Exit(e) => Out::Exit(pb::ExecExit {
+                        code: e.code,
+                        message: e.message,
+                    }),
+                }),
+            })
+        })))
+    }
 }
+
+type LogsStream = Pin<Box<dyn Stream<Item = Result<pb::LogChunk, Status>> + Send>>;
+type ExecStream = Pin<Box<dyn Stream<Item = Result<pb::ExecOutput, Status>> + Send>>;
 
 fn pod_ref(namespace: &str, name: &str) -> pb::ResourceRef {
     pb::ResourceRef {
@@ -529,26 +620,24 @@ impl Api for ApiService {
         to_grpc(ApiService::bind(self, req).await)
     }
 
-    type LogsStream = Pin<Box<dyn Stream<Item = Result<pb::LogChunk, Status>> + Send>>;
+    type LogsStream = LogsStream;
 
-    /// Not implemented yet (the kubelet's streaming API): `Unimplemented`.
+    /// `pods/log`: the container's log, proxied to its kubelet.
     async fn logs(
         &self,
         req: Request<pb::LogsRequest>,
     ) -> Result<Response<Self::LogsStream>, Status> {
-        let pod = pod_ref(&req.get_ref().namespace, &req.get_ref().pod);
-        Err(ApiService::streaming_not_implemented(&req, &pod, "log"))
+        to_grpc(ApiService::logs(self, req).await)
     }
 
-    type ExecStream = Pin<Box<dyn Stream<Item = Result<pb::ExecOutput, Status>> + Send>>;
+    type ExecStream = ExecStream;
 
-    /// Not implemented yet (the kubelet's streaming API): `Unimplemented`.
+    /// `pods/exec`: a command in a container, proxied to its kubelet.
     async fn exec(
         &self,
         req: Request<Streaming<pb::ExecInput>>,
     ) -> Result<Response<Self::ExecStream>, Status> {
-        let pod = pod_ref("", "");
-        Err(ApiService::streaming_not_implemented(&req, &pod, "exec"))
+        to_grpc(ApiService::exec(self, req).await)
     }
 }
 

@@ -9,6 +9,7 @@ pub mod config;
 pub mod discovery;
 pub mod error;
 pub mod grpc;
+pub mod kubelet;
 pub mod openapi;
 pub mod pki;
 pub mod protobuf;
@@ -46,6 +47,8 @@ pub enum RunError {
     Tls(#[from] tls::TlsError),
     #[error(transparent)]
     Auth(#[from] auth::AuthError),
+    #[error(transparent)]
+    KubeletClient(#[from] kubelet::KubeletClientError),
 }
 
 /// The address other members of the cluster reach this server at.
@@ -118,6 +121,11 @@ pub async fn run(
         openapi: openapi::OpenApi::build(),
         max_request_bytes: flags.max_request_bytes,
         server_address: format!("{advertise}:{port}"),
+        kubelets: kubelet::KubeletClient::new(&kubelet::KubeletClientOptions {
+            client_certificate: flags.kubelet_client_certificate.clone(),
+            client_key: flags.kubelet_client_key.clone(),
+            certificate_authority: flags.kubelet_certificate_authority.clone(),
+        })?,
     });
     let app = rest::router(state);
     tracing::info!(address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "serving securely");

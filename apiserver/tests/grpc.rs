@@ -2,7 +2,8 @@
 //! and the registry with REST (routed by content type), authenticates like
 //! REST (anonymous → PermissionDenied with upstream's message, a bad token →
 //! Unauthenticated), maps errors to gRPC codes with the metav1.Status in the
-//! details, and answers the logs/exec shapes with Unimplemented for now.
+//! details, and proxies logs/exec to the pod's kubelet (refusing pods that
+//! do not exist or are not scheduled yet, as upstream).
 
 mod support;
 
@@ -169,28 +170,47 @@ async fn errors_map_to_grpc_codes_with_the_status_in_the_details() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn logs_and_exec_answer_unimplemented_until_the_kubelet_streams() {
+async fn logs_and_exec_refuse_missing_and_unscheduled_pods_like_upstream() {
     let cluster = TestCluster::start().await;
     let client = Client::connect(cluster.kubeconfig_path()).await.unwrap();
     let mut raw = client.raw();
-    let logs = raw
-        .logs(pb::LogsRequest {
-            namespace: "default".into(),
-            pod: "web".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(logs.code(), tonic::Code::Unimplemented);
-    let start = pb::ExecInput {
+    let logs = |pod: &str| pb::LogsRequest {
+        namespace: "default".into(),
+        pod: pod.into(),
+        ..Default::default()
+    };
+    let start = |pod: &str| pb::ExecInput {
         frame: Some(pb::exec_input::Frame::Start(pb::ExecStart {
             namespace: "default".into(),
-            pod: "web".into(),
+            pod: pod.into(),
             command: vec!["true".into()],
             stdout: true,
             ..Default::default()
         })),
     };
-    let exec = raw.exec(futures::stream::iter([start])).await.unwrap_err();
-    assert_eq!(exec.code(), tonic::Code::Unimplemented);
+    let missing = raw.logs(logs("web")).await.unwrap_err();
+    assert_eq!(missing.code(), tonic::Code::NotFound, "{missing:?}");
+    let missing = raw
+        .exec(futures::stream::iter([start("web")]))
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), tonic::Code::NotFound, "{missing:?}");
+
+    let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "pending"},
+        "spec": {"containers": [{"name": "main", "image": "busybox:1.36"}]},
+    }))
+    .unwrap();
+    client.create("default", &pod).await.unwrap();
+    let unscheduled = raw.logs(logs("pending")).await.unwrap_err();
+    assert_eq!(unscheduled.code(), tonic::Code::InvalidArgument);
+    assert_eq!(
+        unscheduled.message(),
+        "pod pending does not have a host assigned"
+    );
+    let unscheduled = raw
+        .exec(futures::stream::iter([start("pending")]))
+        .await
+        .unwrap_err();
+    assert_eq!(unscheduled.code(), tonic::Code::InvalidArgument);
 }

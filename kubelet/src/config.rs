@@ -61,6 +61,33 @@ pub struct Flags {
     /// Test rigs only: the CNI plugin type written into the conflist.
     #[arg(long, default_value = "cni-bridge", hide = true)]
     pub cni_plugin_type: String,
+    /// The IP address the kubelet port listens on (all interfaces by default).
+    #[arg(long)]
+    pub address: Option<IpAddr>,
+    /// The kubelet port (logs, exec, port-forward for the apiserver).
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// x509 certificate for the kubelet port; without it (and the key) a
+    /// self-signed pair is generated in `<root-dir>/pki`.
+    #[arg(long)]
+    pub tls_cert_file: Option<PathBuf>,
+    #[arg(long)]
+    pub tls_private_key_file: Option<PathBuf>,
+}
+
+/// `authentication` of the KubeletConfiguration (only `x509.clientCAFile`
+/// is acted on; the other upstream fields are accepted).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KubeletAuthentication {
+    pub x509: Option<KubeletX509Authentication>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KubeletX509Authentication {
+    #[serde(rename = "clientCAFile")]
+    pub client_ca_file: Option<String>,
 }
 
 /// The `--config` file (kubelet.config.k8s.io/v1beta1). Unknown fields are
@@ -82,6 +109,11 @@ pub struct KubeletConfiguration {
     pub sync_frequency: Option<String>,
     pub cgroup_driver: Option<String>,
     pub pod_logs_dir: Option<String>,
+    pub address: Option<String>,
+    pub port: Option<u16>,
+    pub tls_cert_file: Option<String>,
+    pub tls_private_key_file: Option<String>,
+    pub authentication: Option<KubeletAuthentication>,
 }
 
 /// Everything `run` needs, checked.
@@ -115,6 +147,8 @@ pub struct Config {
     pub backoff_initial: Duration,
     pub backoff_max: Duration,
     pub lease_duration_seconds: i32,
+    /// The kubelet port (streaming API for the apiserver).
+    pub server: crate::server::ServerSettings,
 }
 
 impl Flags {
@@ -251,6 +285,7 @@ fn parse_taints(s: &str) -> Result<Vec<k8s_openapi::api::core::v1::Taint>, Confi
 
 /// Merges flags and file into a checked [`Config`].
 pub fn build(flags: Flags, file: KubeletConfiguration) -> Result<Config, ConfigError> {
+    let server = server_settings(&flags, &file)?;
     let cgroup_driver = match &file.cgroup_driver {
         None => crate::cgroups::CgroupDriver::default(),
         Some(driver) => crate::cgroups::CgroupDriver::parse(driver).ok_or_else(|| {
@@ -301,6 +336,7 @@ pub fn build(flags: Flags, file: KubeletConfiguration) -> Result<Config, ConfigE
         _ => hostname().to_lowercase(),
     };
     Ok(Config {
+        server,
         kubeconfig: flags.kubeconfig,
         node_name,
         node_ip: flags.node_ip,
@@ -343,6 +379,40 @@ pub fn build(flags: Flags, file: KubeletConfiguration) -> Result<Config, ConfigE
         backoff_initial: Duration::from_secs(10),
         backoff_max: Duration::from_secs(300),
         lease_duration_seconds: 40,
+    })
+}
+
+/// The kubelet port's settings: flags win over the file, as upstream.
+fn server_settings(
+    flags: &Flags,
+    file: &KubeletConfiguration,
+) -> Result<crate::server::ServerSettings, ConfigError> {
+    let file_address = match &file.address {
+        Some(a) => Some(a.parse().map_err(|_| ConfigError::InvalidField {
+            field: "address",
+            message: format!("{a:?} is not an IP address"),
+        })?),
+        None => None,
+    };
+    let defaults = crate::server::ServerSettings::default();
+    Ok(crate::server::ServerSettings {
+        address: flags.address.or(file_address).unwrap_or(defaults.address),
+        port: flags.port.or(file.port).unwrap_or(defaults.port),
+        tls_cert_file: flags
+            .tls_cert_file
+            .clone()
+            .or_else(|| file.tls_cert_file.as_ref().map(PathBuf::from)),
+        tls_private_key_file: flags
+            .tls_private_key_file
+            .clone()
+            .or_else(|| file.tls_private_key_file.as_ref().map(PathBuf::from)),
+        client_ca_file: file
+            .authentication
+            .as_ref()
+            .and_then(|a| a.x509.as_ref())
+            .and_then(|x| x.client_ca_file.as_ref())
+            .filter(|f| !f.is_empty())
+            .map(PathBuf::from),
     })
 }
 
@@ -443,6 +513,22 @@ mod tests {
         );
         assert_eq!(c.taints[0].key, "dedicated");
         assert_eq!(c.taints[0].effect, "NoSchedule");
+    }
+
+    #[test]
+    fn kubelet_port_settings_come_from_flags_then_file() {
+        let text = "port: 10260\ntlsCertFile: /pki/k.crt\ntlsPrivateKeyFile: /pki/k.key\nauthentication:\n  x509:\n    clientCAFile: /pki/ca.crt\n  anonymous:\n    enabled: false\n";
+        let file = parse_file(Path::new("k.yaml"), text).unwrap();
+        let c = build(flags(&[]), file.clone()).unwrap();
+        assert_eq!(c.server.port, 10260);
+        assert_eq!(c.server.tls_cert_file, Some(PathBuf::from("/pki/k.crt")));
+        assert_eq!(c.server.client_ca_file, Some(PathBuf::from("/pki/ca.crt")));
+        let c = build(flags(&["--port=0", "--address=10.0.0.1"]), file).unwrap();
+        assert_eq!(c.server.port, 0);
+        assert_eq!(c.server.address, "10.0.0.1".parse::<IpAddr>().unwrap());
+        let c = build(flags(&[]), KubeletConfiguration::default()).unwrap();
+        assert_eq!(c.server.port, 10250);
+        assert_eq!(c.server.client_ca_file, None);
     }
 
     #[test]

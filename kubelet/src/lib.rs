@@ -20,6 +20,7 @@ pub mod pod_worker;
 pub mod prober;
 pub mod routes;
 pub mod security_context;
+pub mod server;
 pub mod static_pods;
 pub mod status;
 pub mod volumes;
@@ -50,6 +51,8 @@ const API_RETRY_MAX: Duration = Duration::from_secs(30);
 pub enum RunError {
     #[error(transparent)]
     Runtime(#[from] cri::RuntimeError),
+    #[error(transparent)]
+    Server(#[from] server::ServerError),
 }
 
 /// Connects to the runtime (`--container-runtime-endpoint`) and runs until
@@ -101,13 +104,25 @@ pub async fn run_with<R: Runtime>(
 /// whenever it is reachable. Static pods start at once; everything that
 /// needs the API starts when `connect` is done.
 pub async fn run_with_connector<R: Runtime>(
-    config: Config,
+    mut config: Config,
     connect: impl Future<Output = Client> + Send + 'static,
     runtime: Arc<R>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
     let version = runtime.version().await?;
     tracing::info!(runtime = %runtime_version(&version), node = %config.node_name, "connected to the container runtime");
+    // The kubelet port is bound first: the Node advertises the bound port.
+    let kubelet_port = server::bind(&config.server).await?;
+    if let Ok(addr) = kubelet_port.local_addr() {
+        config.server.port = addr.port();
+    }
+    let kubelet_tls = server::tls::server_tls_config(
+        &config.server,
+        &config.root_dir,
+        &config.node_name,
+        node::node_ip(&config),
+    )
+    .map_err(server::ServerError::from)?;
     let host_ip = node::node_ip(&config).to_string();
     // The apiserver client, once reached; volumes and probe events wait for it.
     let api = ApiHandle::default();
@@ -155,6 +170,17 @@ pub async fn run_with_connector<R: Runtime>(
     }
     // Everything that needs the apiserver, once it answers.
     let store: Store<Pod> = Store::new();
+    // The kubelet port: logs and exec for the apiserver.
+    {
+        let service = server::KubeletService::new(runtime.clone(), store.clone());
+        tasks.spawn(async move {
+            let stopped =
+                server::serve(kubelet_port, kubelet_tls, service, std::future::pending()).await;
+            if let Err(e) = stopped {
+                tracing::error!(error = %e, "the kubelet port stopped");
+            }
+        });
+    }
     tasks.spawn(run_api_side(
         config.clone(),
         connect,

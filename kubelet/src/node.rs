@@ -9,7 +9,8 @@ use chrono::Utc;
 use ferrokube_client::Client;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::{
-    Node, NodeAddress, NodeCondition, NodeSpec, NodeStatus, NodeSystemInfo,
+    DaemonEndpoint, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints, NodeSpec, NodeStatus,
+    NodeSystemInfo,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, OwnerReference, Time};
@@ -241,6 +242,11 @@ pub fn node_status(
             os_image: machine.os_image.clone(),
             system_uuid: machine.machine_id.clone(),
         }),
+        daemon_endpoints: Some(NodeDaemonEndpoints {
+            kubelet_endpoint: Some(DaemonEndpoint {
+                port: i32::from(config.server.port),
+            }),
+        }),
         ..old.cloned().unwrap_or_default()
     }
 }
@@ -402,6 +408,15 @@ mod tests {
             assert_eq!(conds.iter().find(|c| c.type_ == t).unwrap().status, "False");
         }
         assert_eq!(s.addresses.unwrap()[0].address, "10.0.0.5");
+        let port = s
+            .daemon_endpoints
+            .as_ref()
+            .unwrap()
+            .kubelet_endpoint
+            .as_ref()
+            .unwrap()
+            .port;
+        assert_eq!(port, 10250);
         let info = s.node_info.unwrap();
         assert_eq!(info.container_runtime_version, "containerd://1.6.20");
         assert_eq!(info.os_image, "Debian");

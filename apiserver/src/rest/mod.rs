@@ -3,6 +3,7 @@
 //! `metav1.Status`. Entry point: [`router`].
 
 pub mod request;
+pub(crate) mod streaming;
 pub(crate) mod subresource;
 
 use std::collections::HashMap;
@@ -39,6 +40,8 @@ pub struct AppState {
     pub max_request_bytes: usize,
     /// `host:port` clients reach us at, for `/api`'s server addresses.
     pub server_address: String,
+    /// Dials kubelets for `pods/log` and `pods/exec`.
+    pub kubelets: crate::kubelet::KubeletClient,
 }
 
 /// The verified client certificate of the connection, set by the server
@@ -82,7 +85,7 @@ fn json_with_type(code: StatusCode, v: &Value, content_type: &'static str) -> Re
 /// same authentication.
 pub fn router(state: Arc<AppState>) -> Router {
     let rest = rest_router(state.clone());
-    let grpc = crate::grpc::router(state.registry.clone());
+    let grpc = crate::grpc::router(state.registry.clone(), state.kubelets.clone());
     let by_content_type = tower::service_fn(move |req: Request| {
         let target = if crate::grpc::is_grpc(req.headers()) {
             grpc.clone()
@@ -334,7 +337,7 @@ fn context(user: &UserInfo, q: &HashMap<String, String>) -> Result<Context, ApiE
 }
 
 async fn handle(state: &AppState, req: Request) -> Result<Response, ApiError> {
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
     let q = query_map(parts.uri.query());
     let watch = bool_param(&q, "watch");
     let path = parts.uri.path();
@@ -373,6 +376,17 @@ async fn handle(state: &AppState, req: Request) -> Result<Response, ApiError> {
     let registry = &state.registry;
     let res = info.resource;
     let ns = info.namespace.as_deref();
+    if let (Some(sub), Some(ns), Some(name)) = (
+        info.subresource.as_deref(),
+        info.namespace.as_deref(),
+        info.name.as_deref(),
+    ) {
+        match (res.plural, sub) {
+            ("pods", "log") => return streaming::logs(state, ns, name, &parts).await,
+            ("pods", "exec") => return streaming::exec(state, ns, name, &mut parts).await,
+            _ => {}
+        }
+    }
     if let Some(sub) = info.subresource.as_deref() {
         if sub != "status" {
             let body = read_body(body, state.max_request_bytes).await?;

@@ -83,4 +83,21 @@ pub trait Runtime: Send + Sync + 'static {
         cmd: Vec<String>,
         timeout_seconds: i64,
     ) -> Result<cri::ExecSyncResponse>;
+    /// Prepares a streaming exec; returns the URL of the runtime's
+    /// streaming server to connect to (single use).
+    async fn exec(&self, req: cri::ExecRequest) -> Result<String> {
+        let _ = req;
+        Err(RuntimeError::Call {
+            op: "Exec",
+            message: "this runtime has no streaming server".into(),
+        })
+    }
+    /// Prepares a port-forward into a sandbox; returns the streaming URL.
+    async fn port_forward(&self, sandbox_id: &str, port: i32) -> Result<String> {
+        let _ = (sandbox_id, port);
+        Err(RuntimeError::Call {
+            op: "PortForward",
+            message: "this runtime has no streaming server".into(),
+        })
+    }
 }

@@ -244,4 +244,24 @@ impl Runtime for RemoteRuntime {
             .map_err(|s| RuntimeError::call("ExecSync", s))?
             .into_inner())
     }
+
+    async fn exec(&self, req: cri::ExecRequest) -> Result<String> {
+        let resp = self.runtime.clone().exec(req).await;
+        Ok(resp
+            .map_err(|s| RuntimeError::call("Exec", s))?
+            .into_inner()
+            .url)
+    }
+
+    async fn port_forward(&self, sandbox_id: &str, port: i32) -> Result<String> {
+        let req = cri::PortForwardRequest {
+            pod_sandbox_id: sandbox_id.into(),
+            port: vec![port],
+        };
+        let resp = self.runtime.clone().port_forward(req).await;
+        Ok(resp
+            .map_err(|s| RuntimeError::call("PortForward", s))?
+            .into_inner()
+            .url)
+    }
 }

@@ -1,0 +1,342 @@
+//! `kubectl logs` and `kubectl exec` (real kubectl 1.32) through the
+//! apiserver's `pods/log` and `pods/exec` to the kubelet port of a rig node
+//! and on to the CRI log files and containerd's streaming server. Root
+//! only: skipped with a message otherwise.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use ferrokube_client::Client;
+use k8s_openapi::api::core::v1::Pod;
+use support::{wait_for, Rig};
+
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn pod(node: &str, name: &str, policy: &str, containers: serde_json::Value) -> Pod {
+    serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "nodeName": node,
+            "restartPolicy": policy,
+            "terminationGracePeriodSeconds": 1,
+            "containers": containers,
+        }
+    }))
+    .unwrap()
+}
+
+fn container(name: &str, script: &str) -> serde_json::Value {
+    serde_json::json!({"name": name, "image": "busybox:1.36", "command": ["sh", "-c", script]})
+}
+
+async fn phase(client: &Client, name: &str) -> Option<String> {
+    client.get::<Pod>("default", name).await.ok()?.status?.phase
+}
+
+async fn restart_count(client: &Client, name: &str) -> i32 {
+    client
+        .get::<Pod>("default", name)
+        .await
+        .ok()
+        .and_then(|p| {
+            p.status?
+                .container_statuses?
+                .first()
+                .map(|c| c.restart_count)
+        })
+        .unwrap_or(0)
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn describe(out: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        text(&out.stdout),
+        text(&out.stderr)
+    )
+}
+
+fn kubectl(rig: &Rig) -> Command {
+    let mut cmd = Command::new("kubectl");
+    cmd.arg(format!("--kubeconfig={}", rig.kubeconfig().display()));
+    cmd
+}
+
+/// Lines of `kubectl logs <args>` that succeeded.
+fn log_lines(rig: &Rig, args: &[&str]) -> Vec<String> {
+    let mut all = vec!["logs"];
+    all.extend_from_slice(args);
+    let out = rig.kubectl(&all);
+    assert!(out.status.success(), "kubectl {all:?}: {}", describe(&out));
+    text(&out.stdout).lines().map(str::to_string).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_logs_and_exec_reach_the_containers() {
+    let Some(rig) = Rig::start("stream", 1).await else {
+        return;
+    };
+    let client = rig.client().await;
+    let node = rig.nodes[0].name.clone();
+    let two = pod(
+        &node,
+        "two",
+        "Always",
+        serde_json::json!([
+            container(
+                "a",
+                "echo a-one; echo a-two; echo a-three >&2; exec sleep 3600"
+            ),
+            container("b", "echo from-b; exec sleep 3600"),
+        ]),
+    );
+    let ticker = pod(
+        &node,
+        "ticker",
+        "Always",
+        serde_json::json!([container(
+            "main",
+            "i=0; while true; do echo tick-$i; i=$((i+1)); sleep 0.1; done"
+        )]),
+    );
+    let short = pod(
+        &node,
+        "short",
+        "Never",
+        serde_json::json!([container(
+            "main",
+            "for i in 1 2 3 4 5; do echo n-$i; sleep 1; done"
+        )]),
+    );
+    let crash = pod(
+        &node,
+        "crash",
+        "Always",
+        serde_json::json!([container(
+            "main",
+            "echo run-$(cat /proc/sys/kernel/random/uuid); sleep 4; exit 1"
+        )]),
+    );
+    let mut missing = pod(
+        &node,
+        "waiting",
+        "Always",
+        serde_json::json!([container("main", "true")]),
+    );
+    if let Some(spec) = missing.spec.as_mut() {
+        spec.containers[0].image = Some("example.invalid/none:1".into());
+        spec.containers[0].image_pull_policy = Some("Never".into());
+    }
+    for p in [&two, &ticker, &short, &crash, &missing] {
+        client.create("default", p).await.unwrap();
+    }
+    for name in ["two", "ticker", "crash"] {
+        let running = wait_for(START_TIMEOUT, || async {
+            phase(&client, name).await.as_deref() == Some("Running")
+        })
+        .await;
+        assert!(
+            running,
+            "pod {name} never ran; kubelet log:\n{}",
+            rig.nodes[0].kubelet_log()
+        );
+    }
+
+    // logs: per container, stdout and stderr interleaved as written, tail.
+    // (Running says the container started, not that it wrote everything.)
+    let written = wait_for(START_TIMEOUT, || async {
+        let a = rig.kubectl(&["logs", "two", "-c", "a"]);
+        let b = rig.kubectl(&["logs", "two", "-c", "b"]);
+        text(&a.stdout).lines().count() == 3 && text(&b.stdout).lines().count() == 1
+    })
+    .await;
+    assert!(
+        written,
+        "{}",
+        describe(&rig.kubectl(&["logs", "two", "-c", "a"]))
+    );
+    assert_eq!(
+        log_lines(&rig, &["two", "-c", "a"]),
+        ["a-one", "a-two", "a-three"]
+    );
+    assert_eq!(log_lines(&rig, &["two", "-c", "b"]), ["from-b"]);
+    assert_eq!(
+        log_lines(&rig, &["two", "-c", "a", "--tail=2"]),
+        ["a-two", "a-three"]
+    );
+    let stamped = log_lines(&rig, &["two", "-c", "a", "--timestamps"]);
+    assert!(
+        stamped.len() == 3 && stamped[0].ends_with(" a-one") && stamped[0].starts_with("20"),
+        "{stamped:?}"
+    );
+    // No container named: kubectl picks the first (and says so).
+    let out = rig.kubectl(&["logs", "two"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(text(&out.stdout), "a-one\na-two\na-three\n");
+
+    // Errors, with upstream's messages and 400s.
+    let out = rig.kubectl(&["logs", "two", "-c", "nope"]);
+    assert!(!out.status.success(), "{}", describe(&out));
+    assert!(
+        text(&out.stderr).contains("container nope is not valid for pod two"),
+        "{}",
+        describe(&out)
+    );
+    let waiting = wait_for(START_TIMEOUT, || async {
+        let out = rig.kubectl(&["logs", "waiting"]);
+        text(&out.stderr).contains("Error from server (BadRequest): container \"main\" in pod \"waiting\" is waiting to start: ErrImageNeverPull")
+    })
+    .await;
+    assert!(waiting, "{}", describe(&rig.kubectl(&["logs", "waiting"])));
+    let out = rig.kubectl(&["logs", "two", "-c", "a", "-p"]);
+    assert!(
+        text(&out.stderr).contains("previous terminated container \"a\" in pod \"two\" not found"),
+        "{}",
+        describe(&out)
+    );
+
+    // logs -p: the attempt before the running one.
+    let restarted = wait_for(Duration::from_secs(90), || async {
+        if restart_count(&client, "crash").await < 1 {
+            return false;
+        }
+        let (now, before) = (
+            rig.kubectl(&["logs", "crash"]),
+            rig.kubectl(&["logs", "crash", "-p"]),
+        );
+        let (now, before) = (text(&now.stdout), text(&before.stdout));
+        now.starts_with("run-") && before.starts_with("run-") && now != before
+    })
+    .await;
+    assert!(
+        restarted,
+        "logs -p never showed an earlier run than logs: {}\n{}",
+        describe(&rig.kubectl(&["logs", "crash", "-p"])),
+        describe(&rig.kubectl(&["logs", "crash"]))
+    );
+
+    // logs -f: lines written after kubectl started arrive while it runs.
+    let last: u64 = log_lines(&rig, &["ticker", "--tail=1"])[0]
+        .trim_start_matches("tick-")
+        .parse()
+        .unwrap();
+    let wanted = format!("tick-{}", last + 20);
+    let mut follower = kubectl(&rig)
+        .args(["logs", "-f", "ticker"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = follower.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let seen = (|| loop {
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(line) if line == wanted => return true,
+            Ok(_) => continue,
+            Err(_) => return false,
+        }
+    })();
+    follower.kill().unwrap();
+    follower.wait().unwrap();
+    assert!(seen, "kubectl logs -f never showed {wanted}");
+
+    // logs -f ends by itself when the container exits.
+    let mut follower = kubectl(&rig)
+        .args(["logs", "-f", "short"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ended = wait_for(Duration::from_secs(60), || {
+        let done = follower.try_wait().unwrap().is_some();
+        async move { done }
+    })
+    .await;
+    if !ended {
+        follower.kill().unwrap();
+    }
+    let out = follower.wait_with_output().unwrap();
+    assert!(
+        ended,
+        "kubectl logs -f short did not end: {}",
+        describe(&out)
+    );
+    assert_eq!(
+        text(&out.stdout),
+        "n-1\nn-2\nn-3\nn-4\nn-5\n",
+        "{}",
+        describe(&out)
+    );
+
+    // exec: output, exit codes, stdin.
+    let out = rig.kubectl(&["exec", "two", "-c", "a", "--", "echo", "hi"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(text(&out.stdout), "hi\n", "{}", rig.nodes[0].kubelet_log());
+    let out = rig.kubectl(&[
+        "exec",
+        "two",
+        "-c",
+        "b",
+        "--",
+        "sh",
+        "-c",
+        "echo out; echo err >&2",
+    ]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(text(&out.stdout), "out\n");
+    assert!(text(&out.stderr).contains("err\n"), "{}", describe(&out));
+    let out = rig.kubectl(&["exec", "two", "-c", "a", "--", "sh", "-c", "exit 3"]);
+    assert_eq!(out.status.code(), Some(3), "{}", describe(&out));
+    assert!(
+        text(&out.stderr).contains("command terminated with exit code 3"),
+        "{}",
+        describe(&out)
+    );
+    let mut child = kubectl(&rig)
+        .args([
+            "exec",
+            "-i",
+            "two",
+            "-c",
+            "a",
+            "--",
+            "sh",
+            "-c",
+            "read line; echo got-$line",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.as_mut().unwrap().write_all(b"hello\n").unwrap();
+    let ended = wait_for(Duration::from_secs(30), || {
+        let done = child.try_wait().unwrap().is_some();
+        async move { done }
+    })
+    .await;
+    if !ended {
+        child.kill().unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(ended && out.status.success(), "{}", describe(&out));
+    assert_eq!(text(&out.stdout), "got-hello\n");
+    let out = rig.kubectl(&["exec", "two", "-c", "nope", "--", "true"]);
+    assert!(!out.status.success(), "{}", describe(&out));
+    assert!(text(&out.stderr).contains("nope"), "{}", describe(&out));
+    let out = rig.kubectl(&["exec", "two", "-c", "a", "--", "/no/such/binary"]);
+    assert!(!out.status.success(), "{}", describe(&out));
+}
