@@ -59,6 +59,8 @@ struct Inner<K> {
 pub struct Store<K> {
     inner: Arc<RwLock<Inner<K>>>,
     synced: Arc<watch::Sender<bool>>,
+    /// Bumped on every change, so consumers can wait for one.
+    generation: Arc<watch::Sender<u64>>,
 }
 
 impl<K> Clone for Store<K> {
@@ -66,6 +68,7 @@ impl<K> Clone for Store<K> {
         Store {
             inner: self.inner.clone(),
             synced: self.synced.clone(),
+            generation: self.generation.clone(),
         }
     }
 }
@@ -78,6 +81,7 @@ impl<K> Default for Store<K> {
                 lists: 0,
             })),
             synced: Arc::new(watch::channel(false).0),
+            generation: Arc::new(watch::channel(0).0),
         }
     }
 }
@@ -122,6 +126,16 @@ impl<K: Metadata<Ty = ObjectMeta>> Store<K> {
             .is_ok_and(|r| r.is_ok())
     }
 
+    /// A receiver that sees a new value after every change (list, upsert,
+    /// remove); changes in quick succession may be seen as one.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+
+    fn bump(&self) {
+        self.generation.send_modify(|g| *g += 1);
+    }
+
     /// Replaces everything with a fresh list.
     pub fn replace(&self, objects: Vec<K>) {
         {
@@ -133,6 +147,7 @@ impl<K: Metadata<Ty = ObjectMeta>> Store<K> {
             inner.lists += 1;
         }
         self.synced.send_replace(true);
+        self.bump();
     }
 
     /// Applies an ADDED or MODIFIED event.
@@ -140,11 +155,13 @@ impl<K: Metadata<Ty = ObjectMeta>> Store<K> {
         self.write()
             .objects
             .insert(ObjectKey::of(&obj), Arc::new(obj));
+        self.bump();
     }
 
     /// Applies a DELETED event.
     pub fn remove(&self, key: &ObjectKey) {
         self.write().objects.remove(key);
+        self.bump();
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner<K>> {
@@ -188,6 +205,26 @@ mod tests {
         assert_eq!(got.data.as_ref().unwrap()["k"], "2");
         assert_eq!(store.len(), 1);
         assert_eq!(store.lists(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn subscribers_wake_on_every_kind_of_change() {
+        let store = Store::<ConfigMap>::new();
+        let mut changes = store.subscribe();
+        let mut wakes = 0;
+        for change in 0..3 {
+            match change {
+                0 => store.replace(vec![cm("a", "x", "1")]),
+                1 => store.upsert(cm("a", "x", "2")),
+                _ => store.remove(&ObjectKey::new("a", "x")),
+            }
+            let woke = tokio::time::timeout(Duration::from_secs(1), changes.changed()).await;
+            wakes += usize::from(matches!(woke, Ok(Ok(()))));
+        }
+        assert_eq!(wakes, 3);
+        // Nothing changed since: no wake.
+        let idle = tokio::time::timeout(Duration::from_secs(1), changes.changed()).await;
+        assert!(idle.is_err());
     }
 
     #[test]

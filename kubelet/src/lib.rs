@@ -25,7 +25,7 @@ pub mod static_pods;
 pub mod status;
 pub mod volumes;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -349,12 +349,17 @@ async fn sync_loop<R: Runtime>(
     let in_flight: Arc<Mutex<HashSet<String>>> = Default::default();
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut api_changes = store.subscribe();
+    // The resourceVersion each API pod was last synced at.
+    let mut synced_at: HashMap<String, String> = HashMap::new();
     loop {
-        // A probe result that changed is reported without waiting for the tick.
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = probes.changed() => {}
-        }
+        // Every pod on the tick (the relist) and when a probe result changed;
+        // only the pods that changed when the API says so, without waiting.
+        let everything = tokio::select! {
+            _ = tick.tick() => true,
+            _ = probes.changed() => true,
+            _ = api_changes.changed() => false,
+        };
         let client = api.get().cloned().filter(|_| store.is_synced());
         let static_pods = statics.pods();
         let api_pods: Vec<Arc<Pod>> = match &client {
@@ -374,7 +379,8 @@ async fn sync_loop<R: Runtime>(
         if client.is_some() {
             worker.forget_pods_except(&live);
         }
-        if statics.is_synced() && in_flight.lock().unwrap().insert(String::new()) {
+        synced_at.retain(|uid, _| live.contains(uid));
+        if everything && statics.is_synced() && in_flight.lock().unwrap().insert(String::new()) {
             let (worker, in_flight, all_known) =
                 (worker.clone(), in_flight.clone(), client.is_some());
             let (volumes, store, statics) = (volumes.clone(), store.clone(), statics.clone());
@@ -404,7 +410,7 @@ async fn sync_loop<R: Runtime>(
                 in_flight.lock().unwrap().remove("");
             });
         }
-        for pod in static_pods {
+        for pod in static_pods.into_iter().filter(|_| everything) {
             let Some(uid) = pod.metadata.uid.clone() else {
                 continue;
             };
@@ -430,9 +436,14 @@ async fn sync_loop<R: Runtime>(
             let Some(uid) = pod.metadata.uid.clone() else {
                 continue;
             };
+            let version = pod.metadata.resource_version.clone().unwrap_or_default();
+            if !everything && synced_at.get(&uid) == Some(&version) {
+                continue;
+            }
             if !in_flight.lock().unwrap().insert(uid.clone()) {
                 continue;
             }
+            synced_at.insert(uid.clone(), version);
             let (worker, in_flight, client, store) = (
                 worker.clone(),
                 in_flight.clone(),
