@@ -12,6 +12,9 @@ Usage: pki.sh [options] [DIR]
 Writes into DIR (default $KUBERNETES_DIR, else /etc/kubernetes):
   pki/ca.{crt,key}               cluster CA (CN=kubernetes)
   pki/apiserver.{crt,key}        serving certificate for kube-apiserver
+  pki/apiserver-kubelet-client.{crt,key}
+                                 kube-apiserver's client certificate for the
+                                 kubelets (CN=kube-apiserver-kubelet-client)
   pki/sa.{key,pub}               service-account token signing key pair
   admin.conf                     CN=kubernetes-admin, O=system:masters
   scheduler.conf                 CN=system:kube-scheduler
@@ -182,6 +185,16 @@ if ((CA_NEW || KEY_NEW)) || [[ ! -s "$PKI/apiserver.crt" ]]; then
     sign "$PKI/apiserver.key" "$PKI/apiserver.crt" "/CN=kube-apiserver" "$WORK/serving.ext"
 else
     echo "pki.sh: keeping $PKI/apiserver.crt"
+fi
+
+# --- kube-apiserver's client certificate for the kubelets -------------
+KEY_NEW=0
+ensure_key "$PKI/apiserver-kubelet-client.key" && KEY_NEW=1
+if ((CA_NEW || KEY_NEW)) || [[ ! -s "$PKI/apiserver-kubelet-client.crt" ]]; then
+    sign "$PKI/apiserver-kubelet-client.key" "$PKI/apiserver-kubelet-client.crt" \
+        "/O=system:masters/CN=kube-apiserver-kubelet-client" "$WORK/client.ext"
+else
+    echo "pki.sh: keeping $PKI/apiserver-kubelet-client.crt"
 fi
 
 # --- service-account key pair -----------------------------------------
