@@ -1,0 +1,137 @@
+//! Pod startup latency on one node of the rig: 30 busybox pods are created
+//! at once with the image present; each pod's latency is from its create
+//! call to the moment a watch on the API shows it Running with every
+//! container running. Prints p50, p99 and max, and the kubelet's RSS with
+//! the 30 pods running.
+//!
+//! `cargo build --release -p ferrokube-cni-bridge && cargo bench -p kubelet --bench pod_startup -- [pods]`
+//! (default 30). Needs root (the rig: a network namespace, containerd, runc).
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use ferrokube_client::{WatchEvent, WatchParams};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use support::Rig;
+
+const TIMEOUT: Duration = Duration::from_secs(120);
+
+fn all_running(p: &Pod) -> bool {
+    let Some(s) = &p.status else { return false };
+    let n = p.spec.as_ref().map_or(0, |s| s.containers.len());
+    s.phase.as_deref() == Some("Running")
+        && s.container_statuses.as_ref().is_some_and(|cs| {
+            cs.len() == n
+                && cs
+                    .iter()
+                    .all(|c| c.state.as_ref().is_some_and(|st| st.running.is_some()))
+        })
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.0} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+fn main() {
+    let pods: usize = std::env::args()
+        .skip(1)
+        .find(|a| !a.starts_with('-'))
+        .map_or(30, |a| a.parse().expect("pods: a number"));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(run(pods));
+}
+
+async fn run(pods: usize) {
+    let Some(rig) = Rig::start("bench", 1).await else {
+        std::process::exit(1);
+    };
+    let node = &rig.nodes[0];
+    let client = rig.client().await;
+    let mut events = client
+        .watch::<Pod>("default", &WatchParams::default())
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let creates = (0..pods).map(|i| {
+        let client = client.clone();
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": format!("startup-{i}"), "namespace": "default"},
+            "spec": {
+                "nodeName": node.name,
+                "terminationGracePeriodSeconds": 1,
+                "containers": [{"name": "main", "image": "busybox:1.36", "command": ["sleep", "3600"]}]
+            }
+        }))
+        .unwrap();
+        async move {
+            let t = Instant::now();
+            client.create("default", &pod).await.unwrap();
+            (format!("startup-{i}"), t)
+        }
+    });
+    let created: HashMap<String, Instant> = futures::future::join_all(creates)
+        .await
+        .into_iter()
+        .collect();
+    let mut latencies: HashMap<String, Duration> = HashMap::new();
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while latencies.len() < pods {
+        let Ok(ev) = tokio::time::timeout_at(deadline, events.next()).await else {
+            let log = node.kubelet_log();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            let waiting: Vec<&String> = created
+                .keys()
+                .filter(|n| !latencies.contains_key(*n))
+                .collect();
+            panic!(
+                "not running within {TIMEOUT:?}: {waiting:?}; kubelet log (last lines, newest first):\n{}",
+                tail.join("\n")
+            );
+        };
+        let ev = ev.expect("watch open").unwrap();
+        let (WatchEvent::Added(p) | WatchEvent::Modified(p)) = ev else {
+            continue;
+        };
+        let name = p.metadata.name.clone().unwrap_or_default();
+        if all_running(&p) && !latencies.contains_key(&name) {
+            latencies.insert(name.clone(), created[&name].elapsed());
+        }
+    }
+    let all = started.elapsed();
+    let rss = node.kubelet_pid().map_or(0.0, rss_mib);
+    let mut sorted: Vec<Duration> = latencies.into_values().collect();
+    sorted.sort();
+    println!("pod startup, {pods} pods created at once on one node (image present):");
+    println!(
+        "  p50 {}  p99 {}  max {}  (all running after {})",
+        ms(percentile(&sorted, 0.50)),
+        ms(percentile(&sorted, 0.99)),
+        ms(*sorted.last().unwrap()),
+        ms(all)
+    );
+    println!("  kubelet RSS with {pods} pods running: {rss:.1} MiB");
+}
