@@ -198,34 +198,24 @@ Stop:  $0 stop      (data kept; 'clean' deletes it)
 EOF
 }
 
-stop_node() {
-  local pid
-  pid="$(pid_of kubelet)"
-  if [ -n "$pid" ]; then
-    kill "$pid"
+# terminate NAME PID: SIGTERM, SIGKILL after 10 s, then drop NAME's pid file.
+terminate() {
+  if [ -n "$2" ]; then
+    kill "$2"
     local deadline=$((SECONDS + 10))
-    while kill -0 "$pid" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.1; done
-    kill -0 "$pid" 2>/dev/null && kill -9 "$pid"
-    log "stopped the kubelet (pid $pid)"
+    while kill -0 "$2" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.1; done
+    kill -0 "$2" 2>/dev/null && kill -9 "$2"
+    log "stopped $1 (pid $2)"
   fi
-  rm -f "$dir/kubelet.pid"
-  if [ -e "$node_dir/containerd/containerd.pid" ]; then
-    "$repo/deploy/containerd/containerd.sh" stop "$node_dir/containerd" >/dev/null
-  fi
+  rm -f "$dir/$1.pid"
 }
 
 stop() {
-  local pid
-  stop_node
-  pid="$(apiserver_pid)"
-  if [ -n "$pid" ]; then
-    kill "$pid"
-    local deadline=$((SECONDS + 10))
-    while kill -0 "$pid" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.1; done
-    kill -0 "$pid" 2>/dev/null && kill -9 "$pid"
-    log "stopped kube-apiserver (pid $pid)"
+  terminate kubelet "$(pid_of kubelet)"
+  if [ -e "$node_dir/containerd/containerd.pid" ]; then
+    "$repo/deploy/containerd/containerd.sh" stop "$node_dir/containerd" >/dev/null
   fi
-  rm -f "$dir/kube-apiserver.pid"
+  terminate kube-apiserver "$(apiserver_pid)"
   "$repo/deploy/local-etcd-cluster.sh" stop
 }
 

@@ -30,21 +30,6 @@ async fn running_ip(client: &Client, name: &str) -> Option<String> {
     (s.phase.as_deref() == Some("Running")).then_some(s.pod_ip)?
 }
 
-/// The main container's first log of pod `name`, from the CRI log files.
-fn log_of(node: &TestNode, name: &str) -> String {
-    let Ok(dirs) = std::fs::read_dir(node.pod_logs_dir()) else {
-        return String::new();
-    };
-    dirs.flatten()
-        .filter(|d| {
-            d.file_name()
-                .to_string_lossy()
-                .starts_with(&format!("default_{name}_"))
-        })
-        .filter_map(|d| std::fs::read_to_string(d.path().join("main/0.log")).ok())
-        .collect()
-}
-
 /// A web server that answers with `body`.
 fn server(body: &str) -> String {
     format!("mkdir -p /www && echo {body} > /www/index.html && exec httpd -f -p 8080 -h /www")
@@ -124,10 +109,11 @@ async fn pods_reach_each_other_on_one_node_and_across_nodes() {
         ("client-across", "hello-from-b"),
     ] {
         let fetched = wait_for(Duration::from_secs(90), || async {
-            log_of(a, name).contains("FETCHED")
+            a.container_logs(&format!("default_{name}_"), "main")
+                .contains("FETCHED")
         })
         .await;
-        let log = log_of(a, name);
+        let log = a.container_logs(&format!("default_{name}_"), "main");
         assert!(
             fetched,
             "{name} never fetched; its log:\n{log}\nkubelet log:\n{}",

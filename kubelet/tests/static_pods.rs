@@ -225,15 +225,11 @@ fn api_pod(node: &str, name: &str, container: serde_json::Value, pod_sc: serde_j
     .unwrap()
 }
 
-/// The container's CRI log (first attempt) of pod `name`, once written.
+/// What pod `pod`'s `main` container wrote.
 fn container_log(node: &support::TestNode, pod: &Pod) -> String {
     let meta = &pod.metadata;
-    let dir = node.pod_logs_dir().join(format!(
-        "default_{}_{}",
-        meta.name.as_deref().unwrap(),
-        meta.uid.as_deref().unwrap()
-    ));
-    std::fs::read_to_string(dir.join("main/0.log")).unwrap_or_default()
+    let (name, uid) = (meta.name.as_deref().unwrap(), meta.uid.as_deref().unwrap());
+    node.container_logs(&format!("default_{name}_{uid}"), "main")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -394,16 +390,9 @@ async fn memory_limit_and_security_context_reach_the_container() {
     );
 }
 
-/// The first log directory of static pod `web` under the node's pod logs.
+/// What static pod `web`'s container wrote, every attempt.
 fn web_log(node: &support::TestNode) -> String {
-    let Ok(entries) = std::fs::read_dir(node.pod_logs_dir()) else {
-        return String::new();
-    };
-    entries
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with("default_web-"))
-        .filter_map(|e| std::fs::read_to_string(e.path().join("main/0.log")).ok())
-        .collect()
+    node.container_logs("default_web-", "main")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

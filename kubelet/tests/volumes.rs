@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use ferrokube_client::{Client, DeleteParams};
 use k8s_openapi::api::core::v1::{ConfigMap, ContainerStateWaiting, Pod, Secret, Service};
-use support::{wait_for, Rig};
+use support::{wait_for, Rig, TestNode};
 
 const NS: &str = "default";
 
@@ -21,31 +21,13 @@ fn obj<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
     serde_json::from_value(v).unwrap()
 }
 
-/// The lines a container wrote, from its CRI log files
-/// (`<ts> <stream> <tag> <line>`).
-fn container_log(logs_dir: &Path, pod: &Pod, container: &str) -> String {
-    let uid = pod.metadata.uid.clone().unwrap_or_default();
-    let dir: PathBuf = logs_dir
-        .join(format!(
-            "{NS}_{}_{uid}",
-            pod.metadata.name.as_deref().unwrap()
-        ))
-        .join(container);
-    let Ok(entries) = std::fs::read_dir(&dir) else {
-        return String::new();
-    };
-    let mut files: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
-    files.sort();
-    let mut out = String::new();
-    for f in files {
-        for line in std::fs::read_to_string(f).unwrap_or_default().lines() {
-            let mut parts = line.splitn(4, ' ');
-            let (_ts, _stream, _tag) = (parts.next(), parts.next(), parts.next());
-            out.push_str(parts.next().unwrap_or_default());
-            out.push('\n');
-        }
-    }
-    out
+/// The lines a container of `pod` wrote, from its CRI log files.
+fn container_log(node: &TestNode, pod: &Pod, container: &str) -> String {
+    let (name, uid) = (
+        pod.metadata.name.as_deref().unwrap(),
+        pod.metadata.uid.as_deref().unwrap(),
+    );
+    node.container_logs(&format!("{NS}_{name}_{uid}"), container)
 }
 
 /// Unmounts what the kubelet mounted under a node's pod directories should
@@ -155,7 +137,6 @@ async fn volumes_and_env_reach_containers_and_follow_updates() {
     };
     let client = rig.client().await;
     let node = &rig.nodes[0];
-    let logs = node.pod_logs_dir();
     let _unmount = UnmountPodVolumes(node.dir().join("root/pods"));
 
     client
@@ -209,10 +190,10 @@ async fn volumes_and_env_reach_containers_and_follow_updates() {
 
     // Everything the script prints before its loop is there once `key=` is.
     let printed = wait_for(Duration::from_secs(30), || async {
-        container_log(&logs, &pod, "main").contains("key=v1")
+        container_log(node, &pod, "main").contains("key=v1")
     })
     .await;
-    let log = container_log(&logs, &pod, "main");
+    let log = container_log(node, &pod, "main");
     assert!(
         printed,
         "main did not print key=v1:\n{log}\nkubelet log:\n{}",
@@ -255,10 +236,10 @@ async fn volumes_and_env_reach_containers_and_follow_updates() {
     // The emptyDir is shared: the sidecar sees what main wrote; both see
     // the downward API labels.
     let side_saw = wait_for(Duration::from_secs(30), || async {
-        container_log(&logs, &pod, "side").contains("side saw: started")
+        container_log(node, &pod, "side").contains("side saw: started")
     })
     .await;
-    let side_log = container_log(&logs, &pod, "side");
+    let side_log = container_log(node, &pod, "side");
     assert!(side_saw, "sidecar log:\n{side_log}");
     assert!(side_log.contains("app=\"reader\""), "{side_log}");
 
@@ -267,13 +248,13 @@ async fn volumes_and_env_reach_containers_and_follow_updates() {
     cm.data.as_mut().unwrap().insert("key".into(), "v2".into());
     client.update(&cm).await.unwrap();
     let updated = wait_for(Duration::from_secs(60), || async {
-        container_log(&logs, &pod, "main").contains("key=v2")
+        container_log(node, &pod, "main").contains("key=v2")
     })
     .await;
     assert!(
         updated,
         "the configMap update did not reach the pod:\n{}\nkubelet log:\n{}",
-        container_log(&logs, &pod, "main"),
+        container_log(node, &pod, "main"),
         node.kubelet_log()
     );
     let uid = pod.metadata.uid.clone().unwrap();

@@ -428,6 +428,31 @@ impl TestNode {
         );
     }
 
+    /// What the containers named `container` of the pods whose log
+    /// directory (`<namespace>_<name>_<uid>`) starts with `prefix` wrote,
+    /// every attempt in order, from the CRI log files, without their
+    /// `<time> <stream> <tag> ` prefix.
+    pub fn container_logs(&self, prefix: &str, container: &str) -> String {
+        let Ok(pods) = std::fs::read_dir(self.pod_logs_dir()) else {
+            return String::new();
+        };
+        let mut files: Vec<PathBuf> = pods
+            .flatten()
+            .filter(|d| d.file_name().to_string_lossy().starts_with(prefix))
+            .filter_map(|d| std::fs::read_dir(d.path().join(container)).ok())
+            .flat_map(|attempts| attempts.flatten().map(|f| f.path()))
+            .collect();
+        files.sort();
+        let mut out = String::new();
+        for f in files {
+            for line in std::fs::read_to_string(f).unwrap_or_default().lines() {
+                out.push_str(line.splitn(4, ' ').nth(3).unwrap_or_default());
+                out.push('\n');
+            }
+        }
+        out
+    }
+
     /// The running kubelet's process id.
     pub fn kubelet_pid(&self) -> Option<u32> {
         self.kubelet.as_ref().map(Child::id)
