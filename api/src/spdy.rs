@@ -582,7 +582,11 @@ mod tests {
                 associated_to: 0,
                 priority: 2,
                 flags: 0,
-                headers: headers(&[("streamtype", "error"), ("port", "8080"), ("requestid", "0")]),
+                headers: headers(&[
+                    ("streamtype", "error"),
+                    ("port", "8080"),
+                    ("requestid", "0"),
+                ]),
             },
             Frame::SynReply {
                 stream_id: 1,
