@@ -335,6 +335,38 @@ async fn kubectl_logs_and_exec_reach_the_containers() {
     let out = child.wait_with_output().unwrap();
     assert!(ended && out.status.success(), "{}", describe(&out));
     assert_eq!(text(&out.stdout), "got-hello\n");
+    // exec -i: the end of kubectl's stdin is the end of the command's.
+    let mut child = kubectl(&rig)
+        .args([
+            "exec",
+            "-i",
+            "two",
+            "-c",
+            "a",
+            "--",
+            "sh",
+            "-c",
+            "cat; echo eof-seen",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"line-1\nline-2\n").unwrap();
+    drop(stdin);
+    let ended = wait_for(Duration::from_secs(30), || {
+        let done = child.try_wait().unwrap().is_some();
+        async move { done }
+    })
+    .await;
+    if !ended {
+        child.kill().unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(ended && out.status.success(), "{}", describe(&out));
+    assert_eq!(text(&out.stdout), "line-1\nline-2\neof-seen\n");
     let out = rig.kubectl(&["exec", "two", "-c", "nope", "--", "true"]);
     assert!(!out.status.success(), "{}", describe(&out));
     assert!(text(&out.stderr).contains("nope"), "{}", describe(&out));

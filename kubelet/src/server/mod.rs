@@ -1,11 +1,13 @@
 //! The kubelet's port (10250, TLS): the streaming API the apiserver calls to
 //! proxy `pods/log`, `pods/exec` and `pods/portforward`
 //! (`proto/kubelet.proto`). Logs come from the CRI log files ([`logs`]);
-//! exec goes through the runtime's streaming server ([`exec`]); port-forward
+//! exec goes through the runtime's streaming server ([`exec`], or
+//! [`exec_spdy`] when there is stdin); port-forward
 //! connects inside the sandbox's network namespace ([`portforward`]).
 //! Entry points: [`bind`] then [`serve`].
 
 pub mod exec;
+pub mod exec_spdy;
 pub mod logs;
 pub mod portforward;
 pub mod tls;
@@ -384,8 +386,19 @@ impl<R: Runtime> Kubelet for KubeletService<R> {
         });
         let (ev_tx, ev_rx) = mpsc::channel(16);
         let (err_tx, err_rx) = mpsc::channel(1);
+        // With stdin, SPDY: its end reaches the command (see exec_spdy).
+        let channels = start.stdin.then_some(exec_spdy::Channels {
+            stdin: start.stdin,
+            stdout: start.stdout,
+            stderr: start.stderr,
+            tty: start.tty,
+        });
         tokio::spawn(async move {
-            if let Err(e) = exec::stream_exec(&url, in_rx, ev_tx).await {
+            let result = match channels {
+                Some(channels) => exec_spdy::stream_exec(&url, channels, in_rx, ev_tx).await,
+                None => exec::stream_exec(&url, in_rx, ev_tx).await,
+            };
+            if let Err(e) = result {
                 tracing::debug!(error = %e, "exec stream failed");
                 let _ = err_tx
                     .send(exec::ExecEvent::Exit(
