@@ -104,6 +104,8 @@ pub async fn serve(
     let mut pending: HashMap<String, PendingPair> = HashMap::new();
     let mut forwards = JoinSet::new();
     'session: while let Some(chunk) = incoming.recv().await {
+        // Forget finished connections; a session may carry many.
+        while forwards.try_join_next().is_some() {}
         buf.extend_from_slice(&chunk);
         loop {
             let frame = match reader.parse(&mut buf) {
