@@ -9,6 +9,7 @@ pub mod quantity;
 pub mod remotecommand;
 pub mod resources;
 pub mod selector;
+pub mod spdy;
 pub mod validation;
 
 pub use resources::{GroupVersion, ResourceInfo, RESOURCES};

@@ -166,7 +166,14 @@ pub static RESOURCES: &[ResourceInfo] = &[
         core("Pod", "pods", "pod", true),
         &["po"],
         ALL,
-        &["status", "binding", "eviction", "log", "exec"],
+        &[
+            "status",
+            "binding",
+            "eviction",
+            "log",
+            "exec",
+            "portforward",
+        ],
     ),
     with(
         core("Node", "nodes", "node", false),

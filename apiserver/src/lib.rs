@@ -12,6 +12,7 @@ pub mod grpc;
 pub mod kubelet;
 pub mod openapi;
 pub mod pki;
+pub mod portforward;
 pub mod protobuf;
 pub mod registry;
 pub mod rest;

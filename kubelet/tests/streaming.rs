@@ -1,7 +1,8 @@
-//! `kubectl logs` and `kubectl exec` (real kubectl 1.32) through the
-//! apiserver's `pods/log` and `pods/exec` to the kubelet port of a rig node
-//! and on to the CRI log files and containerd's streaming server. Root
-//! only: skipped with a message otherwise.
+//! `kubectl logs`, `kubectl exec` and `kubectl port-forward` (real kubectl
+//! 1.32) through the apiserver's `pods/log`, `pods/exec` and
+//! `pods/portforward` to the kubelet port of a rig node and on to the CRI
+//! log files, containerd's streaming server and the pod's network
+//! namespace. Root only: skipped with a message otherwise.
 
 mod support;
 
@@ -334,9 +335,224 @@ async fn kubectl_logs_and_exec_reach_the_containers() {
     let out = child.wait_with_output().unwrap();
     assert!(ended && out.status.success(), "{}", describe(&out));
     assert_eq!(text(&out.stdout), "got-hello\n");
+    // exec -i: the end of kubectl's stdin is the end of the command's.
+    let mut child = kubectl(&rig)
+        .args([
+            "exec",
+            "-i",
+            "two",
+            "-c",
+            "a",
+            "--",
+            "sh",
+            "-c",
+            "cat; echo eof-seen",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"line-1\nline-2\n").unwrap();
+    drop(stdin);
+    let ended = wait_for(Duration::from_secs(30), || {
+        let done = child.try_wait().unwrap().is_some();
+        async move { done }
+    })
+    .await;
+    if !ended {
+        child.kill().unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(ended && out.status.success(), "{}", describe(&out));
+    assert_eq!(text(&out.stdout), "line-1\nline-2\neof-seen\n");
     let out = rig.kubectl(&["exec", "two", "-c", "nope", "--", "true"]);
     assert!(!out.status.success(), "{}", describe(&out));
     assert!(text(&out.stderr).contains("nope"), "{}", describe(&out));
     let out = rig.kubectl(&["exec", "two", "-c", "a", "--", "/no/such/binary"]);
     assert!(!out.status.success(), "{}", describe(&out));
+}
+
+/// Starts `kubectl port-forward pod/web <target>` and reads its stdout until it says which local port it
+/// listens on ("Forwarding from 127.0.0.1:<port> -> <remote>"); its stderr
+/// is collected into the returned buffer.
+fn start_port_forward(
+    rig: &Rig,
+    target: &str,
+    websockets: bool,
+) -> (
+    std::process::Child,
+    Option<u16>,
+    std::sync::Arc<std::sync::Mutex<String>>,
+) {
+    let mut child = kubectl(rig)
+        .args(["port-forward", "pod/web", target])
+        // false: kubectl's SPDY/3.1 upgrade instead of the WebSocket tunnel.
+        .env("KUBECTL_PORT_FORWARD_WEBSOCKETS", websockets.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr_text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let sink = stderr_text.clone();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let mut s = sink.lock().unwrap();
+            s.push_str(&line);
+            s.push('\n');
+        }
+    });
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    // Drains stdout for kubectl's whole life: it writes a line per
+    // connection and dies of SIGPIPE once nobody reads.
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let port = loop {
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(line) => {
+                if let Some(rest) = line.strip_prefix("Forwarding from 127.0.0.1:") {
+                    break rest.split_whitespace().next().and_then(|p| p.parse().ok());
+                }
+            }
+            Err(_) => break None,
+        }
+    };
+    (child, port, stderr_text)
+}
+
+/// One HTTP/1.0 exchange with the local end of a port-forward: the whole
+/// answer until the server closed, or what arrived before an error.
+async fn http_get(port: u16) -> String {
+    tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let Ok(mut conn) = std::net::TcpStream::connect_timeout(&address, Duration::from_secs(5))
+        else {
+            return String::new();
+        };
+        conn.set_read_timeout(Some(Duration::from_secs(15)))
+            .unwrap();
+        conn.set_write_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        if conn
+            .write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .is_err()
+        {
+            return String::new();
+        }
+        let mut answer = Vec::new();
+        let _ = conn.read_to_end(&mut answer);
+        text(&answer)
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_port_forward_reaches_a_port_inside_the_pod() {
+    let Some(rig) = Rig::start("pfwd", 1).await else {
+        return;
+    };
+    let client = rig.client().await;
+    let node = rig.nodes[0].name.clone();
+    let web = pod(
+        &node,
+        "web",
+        "Always",
+        serde_json::json!([container(
+            "web",
+            "mkdir -p /www && echo hello-from-web > /www/index.html && exec httpd -f -p 8080 -h /www"
+        )]),
+    );
+    client.create("default", &web).await.unwrap();
+    let running = wait_for(START_TIMEOUT, || async {
+        phase(&client, "web").await.as_deref() == Some("Running")
+    })
+    .await;
+    assert!(
+        running,
+        "pod web never ran; kubelet log:\n{}",
+        rig.nodes[0].kubelet_log()
+    );
+
+    // A listening port: the page comes back through kubectl, once per
+    // connection, several connections over one port-forward session.
+    let (mut child, port, stderr) = start_port_forward(&rig, ":8080", true);
+    let Some(port) = port else {
+        child.kill().unwrap();
+        let out = child.wait_with_output().unwrap();
+        panic!(
+            "kubectl port-forward never said where it listens: {}\n{}",
+            describe(&out),
+            stderr.lock().unwrap()
+        );
+    };
+    // Running says httpd started, not that it listens yet.
+    let served = wait_for(Duration::from_secs(30), || async {
+        http_get(port).await.contains("hello-from-web")
+    })
+    .await;
+    let second = http_get(port).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        served,
+        "no page through the forwarded port; kubectl stderr:\n{}\nkubelet log:\n{}",
+        stderr.lock().unwrap(),
+        rig.nodes[0].kubelet_log()
+    );
+    assert!(
+        second.starts_with("HTTP/1.")
+            && second.contains(" 200 ")
+            && second.ends_with("hello-from-web\n"),
+        "{second:?}; kubectl stderr:\n{}",
+        stderr.lock().unwrap()
+    );
+
+    // The same over kubectl's fallback, a plain SPDY/3.1 upgrade.
+    let (mut child, port, stderr) = start_port_forward(&rig, ":8080", false);
+    let answer = match port {
+        Some(port) => http_get(port).await,
+        None => String::new(),
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        answer.contains(" 200 ") && answer.ends_with("hello-from-web\n"),
+        "{answer:?}; kubectl stderr:\n{}",
+        stderr.lock().unwrap()
+    );
+
+    // A port nothing listens on: the connection closes without data and
+    // kubectl reports upstream's error.
+    let (mut child, port, stderr) = start_port_forward(&rig, ":9999", true);
+    let Some(port) = port else {
+        child.kill().unwrap();
+        panic!(
+            "kubectl port-forward :9999 never listened: {}",
+            stderr.lock().unwrap()
+        );
+    };
+    let answer = http_get(port).await;
+    let reported = wait_for(Duration::from_secs(30), || {
+        let s = stderr.lock().unwrap().clone();
+        async move { s.contains("connect: connection refused") }
+    })
+    .await;
+    let _ = child.kill();
+    child.wait().unwrap();
+    let stderr = stderr.lock().unwrap().clone();
+    assert_eq!(answer, "", "{stderr}");
+    assert!(reported, "kubectl stderr:\n{stderr}");
+    assert!(
+        stderr.contains("error forwarding port 9999 to pod ")
+            && stderr.contains("failed to connect to localhost:9999 inside namespace"),
+        "{stderr}"
+    );
 }

@@ -2,6 +2,7 @@
 //! resource verb, mapped onto the [`Registry`]. Errors leave as
 //! `metav1.Status`. Entry point: [`router`].
 
+pub(crate) mod portforward;
 pub mod request;
 pub(crate) mod streaming;
 pub(crate) mod subresource;
@@ -384,6 +385,9 @@ async fn handle(state: &AppState, req: Request) -> Result<Response, ApiError> {
         match (res.plural, sub) {
             ("pods", "log") => return streaming::logs(state, ns, name, &parts).await,
             ("pods", "exec") => return streaming::exec(state, ns, name, &mut parts).await,
+            ("pods", "portforward") => {
+                return portforward::portforward(state, ns, name, &mut parts).await
+            }
             _ => {}
         }
     }

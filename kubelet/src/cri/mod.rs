@@ -54,6 +54,17 @@ pub trait Runtime: Send + Sync + 'static {
     async fn stop_pod_sandbox(&self, id: &str) -> Result<()>;
     async fn remove_pod_sandbox(&self, id: &str) -> Result<()>;
     async fn pod_sandbox_status(&self, id: &str) -> Result<cri::PodSandboxStatus>;
+    /// The runtime's verbose sandbox information (`PodSandboxStatus` with
+    /// `verbose`; containerd puts a JSON document under `info` holding the
+    /// sandbox's OCI spec and so its network namespace). Empty unless the
+    /// runtime says more.
+    async fn pod_sandbox_info(
+        &self,
+        id: &str,
+    ) -> Result<std::collections::HashMap<String, String>> {
+        let _ = id;
+        Ok(Default::default())
+    }
     async fn list_pod_sandboxes(&self) -> Result<Vec<cri::PodSandbox>>;
     /// Creates a container in `sandbox_id`; returns its id.
     async fn create_container(

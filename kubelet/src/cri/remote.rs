@@ -97,6 +97,21 @@ impl Runtime for RemoteRuntime {
             })
     }
 
+    async fn pod_sandbox_info(
+        &self,
+        id: &str,
+    ) -> Result<std::collections::HashMap<String, String>> {
+        let req = cri::PodSandboxStatusRequest {
+            pod_sandbox_id: id.into(),
+            verbose: true,
+        };
+        let resp = self.runtime.clone().pod_sandbox_status(req).await;
+        Ok(resp
+            .map_err(|s| RuntimeError::call("PodSandboxStatus", s))?
+            .into_inner()
+            .info)
+    }
+
     async fn list_pod_sandboxes(&self) -> Result<Vec<cri::PodSandbox>> {
         let req = cri::ListPodSandboxRequest { filter: None };
         let resp = self.runtime.clone().list_pod_sandbox(req).await;

@@ -2,7 +2,9 @@
 //! hands out a single-use URL; this connects to it over WebSocket with the
 //! channel protocol (`v4.channel.k8s.io`, falling back to the unversioned
 //! `channel.k8s.io`) and relays stdin/resize one way and stdout/stderr/exit
-//! status the other. Entry point: [`stream_exec`].
+//! status the other; used for sessions without stdin (with stdin,
+//! [`super::exec_spdy`] can also tell the end of it). Entry point:
+//! [`stream_exec`].
 
 use ferrokube_api::remotecommand::{self as rc, ExitOutcome, TerminalSize};
 use futures::{SinkExt, StreamExt};

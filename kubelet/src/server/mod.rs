@@ -1,10 +1,15 @@
 //! The kubelet's port (10250, TLS): the streaming API the apiserver calls to
-//! proxy `pods/log` and `pods/exec` (`proto/kubelet.proto`). Logs come from
-//! the CRI log files ([`logs`]); exec goes through the runtime's streaming
-//! server ([`exec`]). Entry points: [`bind`] then [`serve`].
+//! proxy `pods/log`, `pods/exec` and `pods/portforward`
+//! (`proto/kubelet.proto`). Logs come from the CRI log files ([`logs`]);
+//! exec goes through the runtime's streaming server ([`exec`], or
+//! [`exec_spdy`] when there is stdin); port-forward
+//! connects inside the sandbox's network namespace ([`portforward`]).
+//! Entry points: [`bind`] then [`serve`].
 
 pub mod exec;
+pub mod exec_spdy;
 pub mod logs;
+pub mod portforward;
 pub mod tls;
 
 use std::net::{IpAddr, SocketAddr};
@@ -129,6 +134,52 @@ impl<R: Runtime> KubeletService<R> {
         running.first().map(|c| c.id.clone()).ok_or_else(|| {
             Status::failed_precondition(format!("container not found ({container:?})"))
         })
+    }
+}
+
+impl<R: Runtime> KubeletService<R> {
+    /// The pod's ready sandbox and its network namespace (`None` for a
+    /// host-network pod: the node's own namespace).
+    async fn sandbox_network_namespace(
+        &self,
+        pod: &Pod,
+    ) -> Result<(String, Option<String>), Status> {
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let mut ready: Vec<cri::PodSandbox> = self
+            .runtime
+            .list_pod_sandboxes()
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .into_iter()
+            .filter(|s| {
+                s.labels.get(POD_UID_LABEL) == Some(&uid)
+                    && s.state == cri::PodSandboxState::SandboxReady as i32
+            })
+            .collect();
+        ready.sort_by_key(|s| std::cmp::Reverse(s.created_at));
+        let name = pod.metadata.name.as_deref().unwrap_or_default();
+        let sandbox = ready.first().map(|s| s.id.clone()).ok_or_else(|| {
+            Status::failed_precondition(format!("pod {name} has no running sandbox"))
+        })?;
+        let host_network = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.host_network)
+            .unwrap_or(false);
+        if host_network {
+            return Ok((sandbox, None));
+        }
+        let info = self
+            .runtime
+            .pod_sandbox_info(&sandbox)
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let netns = portforward::network_namespace(&info).ok_or_else(|| {
+            Status::internal(format!(
+                "the runtime reports no network namespace for sandbox {sandbox}"
+            ))
+        })?;
+        Ok((sandbox, Some(netns)))
     }
 }
 
@@ -335,8 +386,19 @@ impl<R: Runtime> Kubelet for KubeletService<R> {
         });
         let (ev_tx, ev_rx) = mpsc::channel(16);
         let (err_tx, err_rx) = mpsc::channel(1);
+        // With stdin, SPDY: its end reaches the command (see exec_spdy).
+        let channels = start.stdin.then_some(exec_spdy::Channels {
+            stdin: start.stdin,
+            stdout: start.stdout,
+            stderr: start.stderr,
+            tty: start.tty,
+        });
         tokio::spawn(async move {
-            if let Err(e) = exec::stream_exec(&url, in_rx, ev_tx).await {
+            let result = match channels {
+                Some(channels) => exec_spdy::stream_exec(&url, channels, in_rx, ev_tx).await,
+                None => exec::stream_exec(&url, in_rx, ev_tx).await,
+            };
+            if let Err(e) = result {
                 tracing::debug!(error = %e, "exec stream failed");
                 let _ = err_tx
                     .send(exec::ExecEvent::Exit(
@@ -370,11 +432,74 @@ impl<R: Runtime> Kubelet for KubeletService<R> {
 
     async fn port_forward(
         &self,
-        _req: Request<Streaming<pb::PortForwardInput>>,
+        req: Request<Streaming<pb::PortForwardInput>>,
     ) -> Result<Response<Self::PortForwardStream>, Status> {
-        Err(Status::unimplemented(
-            "port-forward is not implemented by this kubelet",
-        ))
+        use pb::port_forward_input::Frame as In;
+        use pb::port_forward_output::Frame as Out;
+        let mut input = req.into_inner();
+        let start = match input.message().await?.and_then(|m| m.frame) {
+            Some(In::Start(s)) => s,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first port-forward frame must be start",
+                ))
+            }
+        };
+        let pod = self.pod(&start.namespace, &start.pod)?;
+        let port = u16::try_from(start.port)
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| {
+                Status::invalid_argument(format!("invalid port {}: must be 1-65535", start.port))
+            })?;
+        let (sandbox, netns) = self.sandbox_network_namespace(&pod).await?;
+        let (out_tx, out_rx) = mpsc::channel(16);
+        match portforward::connect(
+            netns.as_deref().map(std::path::Path::new),
+            &sandbox,
+            port,
+            portforward::CONNECT_TIMEOUT,
+        )
+        .await
+        {
+            Err(e) => {
+                // Upstream's kubelet names the sandbox as the pod and has no uid there.
+                let message = format!("error forwarding port {port} to pod {sandbox}, uid : {e}");
+                tracing::debug!(%message, "port-forward failed");
+                let _ = out_tx
+                    .send(Ok(pb::PortForwardOutput {
+                        frame: Some(Out::Error(message)),
+                    }))
+                    .await;
+            }
+            Ok(stream) => {
+                let (in_tx, in_rx) = mpsc::channel(16);
+                tokio::spawn(async move {
+                    while let Ok(Some(msg)) = input.message().await {
+                        if let Some(In::Data(data)) = msg.frame {
+                            if in_tx.send(data).await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                });
+                let (data_tx, mut data_rx) = mpsc::channel(16);
+                tokio::spawn(portforward::relay(stream, in_rx, data_tx));
+                tokio::spawn(async move {
+                    while let Some(data) = data_rx.recv().await {
+                        let frame = Some(Out::Data(data));
+                        if out_tx
+                            .send(Ok(pb::PortForwardOutput { frame }))
+                            .await
+                            .is_err()
+                        {
+                            break;
+                        }
+                    }
+                });
+            }
+        }
+        Ok(Response::new(Box::pin(ReceiverStream::new(out_rx))))
     }
 }
 
