@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 
 /// The conflist's file name; containerd takes the first file in name order.
 pub const CONFLIST_NAME: &str = "10-ferrokube.conflist";
+/// Where, under the kubelet's `--root-dir`, pod address reservations live.
+pub const IPAM_DIR: &str = "cni/networks";
 /// The node bridge pods are plugged into.
 pub const BRIDGE_NAME: &str = "cni0";
 
@@ -27,8 +29,11 @@ pub fn contains(cidr: &str, ip: &str) -> bool {
 }
 
 /// The conflist for `pod_cidr`, with `plugin_type` as the main plugin
-/// (`cni-bridge`; the reference `bridge` accepts the same fields).
-pub fn conflist(pod_cidr: &str, plugin_type: &str) -> serde_json::Value {
+/// (`cni-bridge`; the reference `bridge` accepts the same fields). Address
+/// reservations live in `ipam_dir` (the plugin adds the network's name),
+/// one per node: nodes that share a host — the network-namespace cluster —
+/// must not share them.
+pub fn conflist(pod_cidr: &str, plugin_type: &str, ipam_dir: &Path) -> serde_json::Value {
     serde_json::json!({
         "cniVersion": "1.0.0",
         "name": "ferrokube",
@@ -41,6 +46,7 @@ pub fn conflist(pod_cidr: &str, plugin_type: &str) -> serde_json::Value {
             "ipam": {
                 "type": "host-local",
                 "ranges": [[{"subnet": pod_cidr}]],
+                "dataDir": ipam_dir,
                 "routes": [{"dst": "0.0.0.0/0"}]
             }
         }]
@@ -48,11 +54,16 @@ pub fn conflist(pod_cidr: &str, plugin_type: &str) -> serde_json::Value {
 }
 
 /// Writes the conflist atomically (temp file + rename); returns its path.
-pub fn write_conflist(dir: &Path, pod_cidr: &str, plugin_type: &str) -> std::io::Result<PathBuf> {
+pub fn write_conflist(
+    dir: &Path,
+    pod_cidr: &str,
+    plugin_type: &str,
+    ipam_dir: &Path,
+) -> std::io::Result<PathBuf> {
     std::fs::create_dir_all(dir)?;
     let path = dir.join(CONFLIST_NAME);
     let tmp = dir.join(format!(".{CONFLIST_NAME}.tmp"));
-    let body = serde_json::to_vec_pretty(&conflist(pod_cidr, plugin_type)).expect("JSON");
+    let body = serde_json::to_vec_pretty(&conflist(pod_cidr, plugin_type, ipam_dir)).expect("JSON");
     std::fs::write(&tmp, body)?;
     std::fs::rename(&tmp, &path)?;
     Ok(path)
@@ -65,12 +76,22 @@ mod tests {
     #[test]
     fn conflist_names_the_pod_cidr_and_plugin() {
         let dir = tempfile::tempdir().unwrap();
-        let path = write_conflist(dir.path(), "10.244.1.0/24", "cni-bridge").unwrap();
+        let path = write_conflist(
+            dir.path(),
+            "10.244.1.0/24",
+            "cni-bridge",
+            Path::new("/var/lib/kubelet/cni/networks"),
+        )
+        .unwrap();
         let v: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
         assert_eq!(v["plugins"][0]["type"], "cni-bridge");
         assert_eq!(
             v["plugins"][0]["ipam"]["ranges"][0][0]["subnet"],
             "10.244.1.0/24"
+        );
+        assert_eq!(
+            v["plugins"][0]["ipam"]["dataDir"],
+            "/var/lib/kubelet/cni/networks"
         );
     }
 

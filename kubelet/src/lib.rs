@@ -246,7 +246,8 @@ async fn run_api_side<R: Runtime>(
                 let mut problem = None;
                 match &cidr {
                     Some(c) if cni_written.as_ref() != Some(c) => {
-                        match cni::write_conflist(&config.cni_conf_dir, c, &config.cni_plugin_type) {
+                        let ipam_dir = config.root_dir.join(cni::IPAM_DIR);
+                        match cni::write_conflist(&config.cni_conf_dir, c, &config.cni_plugin_type, &ipam_dir) {
                             Ok(path) => {
                                 tracing::info!(pod_cidr = %c, path = %path.display(), "wrote the CNI config");
                                 cni_written = Some(c.clone());
