@@ -341,7 +341,7 @@ impl fmt::Display for FieldError {
 
 /// Go's `%q` for the strings these validators see: double quotes with `"`,
 /// `\` and control characters escaped.
-pub(crate) fn go_quote(s: &str) -> String {
+pub fn go_quote(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
     for c in s.chars() {
