@@ -473,15 +473,12 @@ impl ApiService {
             .await
             .map_err(|s| crate::kubelet::api_error(&location, &s))?
             .into_inner();
-        Ok(Box::pin(
-            stream.map(|chunk| chunk.map(|c| pb::LogChunk { data: c.data })),
-        ))
+        Ok(Box::pin(stream))
     }
 
     /// `pods/exec` proxied to the pod's kubelet; the first frame must be
     /// `start`.
     async fn exec(&self, req: Request<Streaming<pb::ExecInput>>) -> ApiResult<ExecStream> {
-        use kpb::exec_input::Frame as KIn;
         use pb::exec_input::Frame as In;
         let mut user_req = Request::new(());
         *user_req.extensions_mut() = req.extensions().clone();
@@ -502,29 +499,18 @@ impl ApiService {
         let container =
             ferrokube_api::remotecommand::container_for_request(&typed, &start.container)
                 .map_err(ApiError::bad_request)?;
-        let first = kpb::ExecInput {
-            frame: Some(KIn::Start(kpb::ExecStart {
-                namespace: start.namespace,
-                pod: start.pod,
-                container,
-                command: start.command,
-                stdin: start.stdin,
-                stdout: start.stdout,
-                stderr: start.stderr,
-                tty: start.tty,
-            })),
+        // The kubelet speaks the same frames: the start with the container
+        // resolved, then the caller's frames as they come (a second start or
+        // an empty frame ends the input).
+        let first = pb::ExecInput {
+            frame: Some(In::Start(pb::ExecStart { container, ..start })),
         };
         let rest = futures::stream::unfold(input, |mut input| async move {
-            let frame = match input.message().await.ok()??.frame? {
-                In::Start(_) => return None,
-                In::Stdin(d) => KIn::Stdin(d),
-                In::Resize(s) => KIn::Resize(kpb::TerminalSize {
-                    width: s.width,
-                    height: s.height,
-                }),
-                In::CloseStdin(c) => KIn::CloseStdin(c),
-            };
-            Some((kpb::ExecInput { frame: Some(frame) }, input))
+            let frame = input.message().await.ok()??;
+            match frame.frame {
+                Some(In::Start(_)) | None => None,
+                Some(_) => Some((frame, input)),
+            }
         });
         let mut client = self.kubelets.client(&location)?;
         let output = client
@@ -532,20 +518,7 @@ impl ApiService {
             .await
             .map_err(|s| crate::kubelet::api_error(&location, &s))?
             .into_inner();
-        Ok(Box::pin(output.map(|out| {
-            use kpb::exec_output::Frame as KOut;
-            use pb::exec_output::Frame as Out;
-            out.map(|o| pb::ExecOutput {
-                frame: o.frame.map(|f| match f {
-                    KOut::Stdout(d) => Out::Stdout(d),
-                    KOut::Stderr(d) => Out::Stderr(d),
-                    KOut::Exit(e) => Out::Exit(pb::ExecExit {
-                        code: e.code,
-                        message: e.message,
-                    }),
-                }),
-            })
-        })))
+        Ok(Box::pin(output))
     }
 }
 

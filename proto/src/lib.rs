@@ -21,4 +21,7 @@ pub mod api {
 /// apiserver proxies for `pods/log`, `pods/exec` and `pods/portforward`.
 pub mod kubelet {
     tonic::include_proto!("ferrokube.kubelet.v1");
+    pub use super::api::{
+        exec_input, exec_output, ExecExit, ExecInput, ExecOutput, ExecStart, LogChunk, TerminalSize,
+    };
 }
