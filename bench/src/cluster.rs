@@ -171,6 +171,11 @@ impl Cluster {
         self.pids().into_iter().map(rss_kib).collect()
     }
 
+    /// CPU time (user + system, all threads) each member has used so far, in ms.
+    pub fn cpu_ms(&self) -> Vec<Option<u64>> {
+        self.pids().into_iter().map(cpu_ms).collect()
+    }
+
     pub fn pids(&self) -> Vec<u32> {
         self.members.iter().map(|m| m.child.id()).collect()
     }
@@ -226,6 +231,17 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
         .find_map(|line| line.strip_prefix("VmRSS:"))
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|kib| kib.parse().ok())
+}
+
+/// CPU time (user + system, all threads) a process has used, in ms, from `/proc/PID/stat`.
+pub fn cpu_ms(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may hold spaces; fields resume after it,
+    // starting with field 3 (state): utime and stime (fields 14 and 15) are 11 and 12.
+    let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    let per_sec = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok()??;
+    Some(ticks * 1000 / u64::try_from(per_sec).ok()?)
 }
 
 /// `count` distinct loopback ports that were free a moment ago.

@@ -245,6 +245,7 @@ async fn bench_system(args: &Args, system: System) -> Result<SystemReport> {
     let mut rows = Vec::new();
     for (name, operation, clients, connections) in phases {
         eprintln!("{}: {name} ...", system.label());
+        let cpu_before = cluster.cpu_ms();
         let result =
             load::run_phase(connections, clients, operation, args.budget(), &workload).await?;
         if let Some(error) = &result.first_error {
@@ -255,7 +256,12 @@ async fn bench_system(args: &Args, system: System) -> Result<SystemReport> {
             );
         }
         anyhow::ensure!(result.ops > 0, "{name}: no request succeeded");
-        let row = PhaseRow::new(name, clients, &result, cluster.rss_kib());
+        let cpu_ms = cpu_before
+            .iter()
+            .zip(cluster.cpu_ms())
+            .map(|(before, after)| Some(after?.saturating_sub((*before)?)))
+            .sum::<Option<u64>>();
+        let row = PhaseRow::new(name, clients, &result, cluster.rss_kib(), cpu_ms);
         eprintln!("{}: {}", system.label(), row.summary());
         rows.push(row);
     }

@@ -25,6 +25,8 @@ pub struct PhaseRow {
     pub p99_ms: f64,
     /// Each member's RSS right after the phase.
     pub rss_after_kib: Vec<Option<u64>>,
+    /// CPU time the members used together per 1000 requests, if every member was readable.
+    pub cpu_ms_per_kop: Option<f64>,
 }
 
 impl PhaseRow {
@@ -33,6 +35,7 @@ impl PhaseRow {
         clients: usize,
         result: &PhaseResult,
         rss_after_kib: Vec<Option<u64>>,
+        members_cpu_ms: Option<u64>,
     ) -> PhaseRow {
         PhaseRow {
             phase,
@@ -43,20 +46,29 @@ impl PhaseRow {
             p50_ms: result.quantile_ms(0.50),
             p99_ms: result.quantile_ms(0.99),
             rss_after_kib,
+            cpu_ms_per_kop: members_cpu_ms
+                .filter(|_| result.ops > 0)
+                .map(|ms| ms as f64 * 1000.0 / result.ops as f64),
         }
     }
 
     /// One progress line.
     pub fn summary(&self) -> String {
         format!(
-            "{}: {} ops, {:.0} ops/s, p50 {:.2} ms, p99 {:.2} ms, RSS {} MiB",
+            "{}: {} ops, {:.0} ops/s, p50 {:.2} ms, p99 {:.2} ms, members' CPU {} ms per 1k ops, RSS {} MiB",
             self.phase,
             self.ops,
             self.ops_per_sec,
             self.p50_ms,
             self.p99_ms,
+            self.cpu_cell(),
             mib_list(&self.rss_after_kib)
         )
+    }
+
+    fn cpu_cell(&self) -> String {
+        self.cpu_ms_per_kop
+            .map_or_else(|| "-".into(), |ms| format!("{ms:.0}"))
     }
 }
 
@@ -114,7 +126,7 @@ fn mib_list(kib: &[Option<u64>]) -> String {
         .join(" / ")
 }
 
-const HEADERS: [&str; 8] = [
+const HEADERS: [&str; 9] = [
     "system",
     "phase",
     "ops",
@@ -122,10 +134,11 @@ const HEADERS: [&str; 8] = [
     "p50 ms",
     "p99 ms",
     "errors",
+    "members' CPU ms per 1k ops",
     "RSS after, MiB per member",
 ];
 
-fn phase_cells(report: &SystemReport) -> Vec<[String; 8]> {
+fn phase_cells(report: &SystemReport) -> Vec<[String; 9]> {
     report
         .phases
         .iter()
@@ -138,6 +151,7 @@ fn phase_cells(report: &SystemReport) -> Vec<[String; 8]> {
                 format!("{:.2}", row.p50_ms),
                 format!("{:.2}", row.p99_ms),
                 row.errors.to_string(),
+                row.cpu_cell(),
                 mib_list(&row.rss_after_kib),
             ]
         })
@@ -151,7 +165,7 @@ fn max_rss_cells(report: &SystemReport) -> [String; 2] {
 
 /// An aligned plain-text table.
 pub fn render_text(reports: &[SystemReport]) -> String {
-    let rows: Vec<[String; 8]> = reports.iter().flat_map(phase_cells).collect();
+    let rows: Vec<[String; 9]> = reports.iter().flat_map(phase_cells).collect();
     let mut widths = HEADERS.map(str::len);
     for row in &rows {
         for (width, cell) in widths.iter_mut().zip(row) {
@@ -194,7 +208,7 @@ pub fn render_markdown(reports: &[SystemReport], command: &str) -> String {
     out.push_str(&format!("| {} |\n", HEADERS.join(" | ")));
     out.push_str(&format!(
         "|{}\n",
-        ["---|", "---|", "--:|", "--:|", "--:|", "--:|", "--:|", "--:|"].concat()
+        ["---|", "---|", "--:|", "--:|", "--:|", "--:|", "--:|", "--:|", "--:|"].concat()
     ));
     for row in reports.iter().flat_map(phase_cells) {
         out.push_str(&format!("| {} |\n", row.join(" | ")));
@@ -220,6 +234,7 @@ mod tests {
             p50_ms: 1.234,
             p99_ms: 9.876,
             rss_after_kib: vec![Some(10 * 1024), None, Some(30 * 1024)],
+            cpu_ms_per_kop: Some(123.4),
         };
         SystemReport {
             system: "etcd 3.4".into(),
@@ -233,7 +248,7 @@ mod tests {
         let markdown = render_markdown(&[sample()], "cargo run -p etcd-bench");
         assert!(markdown.starts_with("Command: `cargo run -p etcd-bench`\n"));
         assert!(markdown.contains(
-            "| etcd 3.4 | put, 1 client | 100 | 588 | 1.23 | 9.88 | 0 | 10 / - / 30 |\n"
+            "| etcd 3.4 | put, 1 client | 100 | 588 | 1.23 | 9.88 | 0 | 123 | 10 / - / 30 |\n"
         ));
         assert!(markdown.contains("| etcd 3.4 | get, 64 clients | 100 | 6436 |"));
         assert!(markdown.contains("| etcd 3.4 | 12 / 20 / 31 |\n"));
@@ -251,5 +266,24 @@ mod tests {
     #[test]
     fn rss_of_this_process_is_readable() {
         assert!(cluster::rss_kib(std::process::id()).is_some_and(|kib| kib > 0));
+    }
+
+    #[test]
+    fn cpu_time_of_this_process_grows_while_it_computes() {
+        let pid = std::process::id();
+        let before = cluster::cpu_ms(pid).expect("own /proc/PID/stat");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut x = 0u64;
+        let mut now = before;
+        while now < before + 20 && std::time::Instant::now() < deadline {
+            for _ in 0..1_000_000 {
+                x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+            }
+            now = cluster::cpu_ms(pid).expect("own /proc/PID/stat");
+        }
+        assert!(
+            now >= before + 20,
+            "CPU time stayed at {now} ms (from {before} ms)"
+        );
     }
 }
