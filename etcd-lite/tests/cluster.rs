@@ -549,3 +549,59 @@ async fn a_linearizable_read_given_up_without_quorum_does_not_block_later_reads(
     }
     c.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writes_through_a_follower_each_get_their_own_result() {
+    let c = TestCluster::start(3, &[]).await;
+    let leader = c.wait_leader(Duration::from_secs(10)).await;
+    let follower = (leader + 1) % 3;
+    let client = c.client(follower).await;
+    // Enough at once that the follower packs several into one forwarded message.
+    let writes = (0..200).map(|i| {
+        let mut client = client.clone();
+        async move {
+            let resp = client
+                .put(
+                    format!("fwd/{i:03}"),
+                    format!("v{i}"),
+                    Some(PutOptions::new().with_prev_key()),
+                )
+                .await
+                .unwrap();
+            (
+                i,
+                resp.header().unwrap().revision(),
+                resp.prev_key().is_some(),
+            )
+        }
+    });
+    let results = futures::future::join_all(writes).await;
+    let revisions: BTreeSet<i64> = results.iter().map(|(_, rev, _)| *rev).collect();
+    assert_eq!(
+        revisions.len(),
+        200,
+        "every write has its own revision: {results:?}"
+    );
+    assert!(
+        results.iter().all(|(_, _, prev)| !prev),
+        "no key existed before"
+    );
+
+    // Each key holds its own value, at the revision its write was answered with.
+    let mut reader = c.client(leader).await;
+    let got = reader
+        .get("fwd/", Some(GetOptions::new().with_prefix()))
+        .await
+        .unwrap();
+    assert_eq!(got.kvs().len(), 200);
+    for (i, rev, _) in &results {
+        let kv = got
+            .kvs()
+            .iter()
+            .find(|kv| kv.key() == format!("fwd/{i:03}").as_bytes())
+            .unwrap();
+        assert_eq!(kv.value(), format!("v{i}").as_bytes());
+        assert_eq!(kv.mod_revision(), *rev, "fwd/{i:03}");
+    }
+    c.shutdown().await;
+}

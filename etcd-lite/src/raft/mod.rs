@@ -7,6 +7,7 @@
 // helpers here return the same type so `?` flows into those traits unchanged.
 #![allow(clippy::result_large_err)]
 
+mod forward;
 mod log_store;
 mod network;
 mod node;

@@ -11,20 +11,21 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ferrokube_proto::raft::leader_leases_client::LeaderLeasesClient;
-use ferrokube_proto::raft::{LeaseRequest, MembershipRequest, ProposeRequest, ReadIndexRequest};
+use ferrokube_proto::raft::{LeaseRequest, MembershipRequest, ReadIndexRequest};
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use openraft::{ChangeMembers, ServerState};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
+use super::forward::Forwarder;
 use super::network::{peer_client, PeerNetwork};
 use super::state_machine::SmShared;
-use super::{decode, encode, MemberNode, MembershipChange, Proposal, Raft};
+use super::{encode, MemberNode, MembershipChange, Proposal, Raft};
 use crate::lessor::Lessor;
 use crate::mvcc::{Applied, Command};
 
 /// Why a proposal or read could not be served; `server::errors` maps these to etcd's errors.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum ProposeError {
     #[error("no leader")]
     NoLeader,
@@ -128,6 +129,7 @@ pub struct RaftNode {
     request_timeout: Duration,
     reads: Mutex<ReadBatch>,
     proposals: Mutex<ProposalBatch>,
+    forwarder: Forwarder,
     lessor: Arc<Lessor>,
 }
 
@@ -148,6 +150,7 @@ impl RaftNode {
             request_timeout,
             reads: Mutex::default(),
             proposals: Mutex::default(),
+            forwarder: Forwarder::default(),
             lessor,
         })
     }
@@ -285,28 +288,72 @@ impl RaftNode {
 
     /// Proposes on this member, which must be the leader. Commands that arrive
     /// while a proposal is being written go together into the next one.
-    ///
-    /// The batch is written by its own task, so a caller that gives up does not
-    /// abandon the commands of others.
     pub async fn propose_local(
         self: &Arc<Self>,
         cmd: Command,
         deadline: Instant,
     ) -> Result<Applied, ProposeError> {
-        let (tx, rx) = oneshot::channel();
+        let rx = self
+            .enqueue(vec![cmd])
+            .pop()
+            .expect("one command, one receiver");
+        match tokio::time::timeout_at(deadline, rx).await {
+            Err(_) | Ok(Err(_)) => Err(ProposeError::Timeout),
+            Ok(Ok(result)) => result,
+        }
+    }
+
+    /// [`Self::propose_local`] for several commands at once (forwarded by
+    /// another member), in order; a command that is already an error stays one.
+    pub(crate) async fn propose_local_all(
+        self: &Arc<Self>,
+        cmds: Vec<Result<Command, ProposeError>>,
+    ) -> Vec<Result<Applied, ProposeError>> {
+        let deadline = Instant::now() + self.request_timeout;
+        let valid: Vec<Command> = cmds
+            .iter()
+            .filter_map(|c| c.as_ref().ok().cloned())
+            .collect();
+        let mut receivers = self.enqueue(valid).into_iter();
+        let mut outcomes = Vec::with_capacity(cmds.len());
+        for cmd in cmds {
+            outcomes.push(match cmd {
+                Err(e) => Err(e),
+                Ok(_) => {
+                    let rx = receivers.next().expect("one receiver per valid command");
+                    match tokio::time::timeout_at(deadline, rx).await {
+                        Err(_) | Ok(Err(_)) => Err(ProposeError::Timeout),
+                        Ok(Ok(result)) => result,
+                    }
+                }
+            });
+        }
+        outcomes
+    }
+
+    /// Adds commands to the next proposal, starting the writer if it is idle.
+    ///
+    /// The batch is written by its own task, so a caller that gives up does not
+    /// abandon the commands of others.
+    fn enqueue(
+        self: &Arc<Self>,
+        cmds: Vec<Command>,
+    ) -> Vec<oneshot::Receiver<Result<Applied, ProposeError>>> {
+        let mut receivers = Vec::with_capacity(cmds.len());
         let start = {
             let mut batch = self.proposals.lock().expect("proposal batch lock");
-            batch.waiting.push((cmd, tx));
+            for cmd in cmds {
+                let (tx, rx) = oneshot::channel();
+                batch.waiting.push((cmd, tx));
+                receivers.push(rx);
+            }
             !std::mem::replace(&mut batch.in_flight, true)
         };
         if start {
             let node = Arc::clone(self);
             tokio::spawn(async move { node.write_proposals().await });
         }
-        match tokio::time::timeout_at(deadline, rx).await {
-            Err(_) | Ok(Err(_)) => Err(ProposeError::Timeout),
-            Ok(Ok(result)) => result,
-        }
+        receivers
     }
 
     /// Writes batched proposals, one Raft entry at a time, until none is waiting.
@@ -346,6 +393,7 @@ impl RaftNode {
         }
     }
 
+    /// Hands `cmd` to the leader over this member's forwarding stream to it.
     async fn forward_propose(
         &self,
         leader: u64,
@@ -357,20 +405,11 @@ impl RaftNode {
             .network
             .channel(leader, node)
             .map_err(ProposeError::Stopped)?;
-        let mut client = peer_client(channel);
-        let call = client.propose(ProposeRequest {
-            command: encode(cmd),
-        });
-        match tokio::time::timeout_at(deadline, call).await {
-            Err(_) => Err(ProposeError::Timeout),
-            Ok(Err(status)) if status.code() == tonic::Code::Unavailable => {
-                Err(ProposeError::from_status(&status))
-            }
-            // The leader could not be reached: it may have failed; let the caller retry elsewhere.
-            Ok(Err(_)) => Err(ProposeError::Timeout),
-            Ok(Ok(resp)) => decode(&resp.into_inner().response).map_err(|e| {
-                ProposeError::Stopped(format!("undecodable response from the leader: {e}"))
-            }),
+        let (tx, rx) = oneshot::channel();
+        self.forwarder.forward(leader, channel, cmd.clone(), tx);
+        match tokio::time::timeout_at(deadline, rx).await {
+            Err(_) | Ok(Err(_)) => Err(ProposeError::Timeout),
+            Ok(Ok(result)) => result,
         }
     }
 

@@ -8,16 +8,17 @@ use std::sync::Arc;
 use ferrokube_proto::raft::leader_leases_server::{LeaderLeases, LeaderLeasesServer};
 use ferrokube_proto::raft::raft_peer_server::{RaftPeer, RaftPeerServer};
 use ferrokube_proto::raft::{
-    LeaseRequest, LeaseTtlResponse, MembershipRequest, MembershipResponse, ProposeRequest,
-    ProposeResponse, RaftPayload, ReadIndexRequest, ReadIndexResponse,
+    ForwardedProposals, LeaseRequest, LeaseTtlResponse, MembershipRequest, MembershipResponse,
+    ProposalResults, RaftPayload, ReadIndexRequest, ReadIndexResponse,
 };
 use tokio::time::Instant;
-use tonic::{Request, Response, Status};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
 
+use super::forward::serve_stream;
 use super::network::MAX_PEER_MESSAGE;
 use super::node::{propose_error_status, LeaseCall};
 use super::{decode, encode, MembershipChange, RaftNode};
-use crate::mvcc::Command;
 
 pub struct PeerService {
     node: Arc<RaftNode>,
@@ -75,19 +76,16 @@ impl RaftPeer for PeerService {
         }))
     }
 
+    type ProposeStream = ReceiverStream<Result<ProposalResults, Status>>;
+
     async fn propose(
         &self,
-        req: Request<ProposeRequest>,
-    ) -> Result<Response<ProposeResponse>, Status> {
-        let cmd: Command = decode(&req.into_inner().command).map_err(bad_payload)?;
-        let applied = self
-            .node
-            .propose_local(cmd, self.deadline())
-            .await
-            .map_err(|e| propose_error_status(&e))?;
-        Ok(Response::new(ProposeResponse {
-            response: encode(&applied),
-        }))
+        req: Request<Streaming<ForwardedProposals>>,
+    ) -> Result<Response<Self::ProposeStream>, Status> {
+        Ok(Response::new(serve_stream(
+            Arc::clone(&self.node),
+            req.into_inner(),
+        )))
     }
 
     async fn read_index(
