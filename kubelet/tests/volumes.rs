@@ -3,7 +3,8 @@
 //! resourceFieldRef, envFrom and service links as the container prints
 //! it; a configMap volume whose update reaches the running container; an
 //! emptyDir shared by two containers; a `medium: Memory` emptyDir that is a
-//! tmpfs of its sizeLimit; a secret volume on tmpfs with its defaultMode; missing configMaps as CreateContainerConfigError
+//! tmpfs of its sizeLimit; a secret volume on tmpfs with its defaultMode;
+//! fsGroup giving a non-root user the volumes; missing configMaps as CreateContainerConfigError
 //! and FailedMount; volumes removed with the pod. Root only.
 
 mod support;
@@ -319,6 +320,42 @@ async fn volumes_and_env_reach_containers_and_follow_updates() {
     let out = rig.kubectl(&["get", "pod", "no-config-env", "--no-headers"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("CreateContainerConfigError"), "{text}");
+
+    // fsGroup: a non-root user reads a 0400 secret and writes the emptyDir
+    // through the group the volumes now belong to.
+    let script = "echo \"groups: `id -G`\"; echo \"secret: `cat /etc/secret/password`\"; \
+        touch /data/made && echo \"made: `stat -c %g /data/made`\"; sleep 3600";
+    let fs_pod: Pod = client
+        .create(NS, &obj::<Pod>(serde_json::json!({
+            "metadata": {"name": "fs-group", "namespace": NS},
+            "spec": {"nodeName": node.name, "terminationGracePeriodSeconds": 1,
+                "securityContext": {"runAsUser": 1000, "fsGroup": 2000},
+                "volumes": [
+                    {"name": "secret", "secret": {"secretName": "app-secret", "defaultMode": 0o400}},
+                    {"name": "data", "emptyDir": {}}
+                ],
+                "containers": [{"name": "main", "image": "busybox:1.36", "command": ["sh", "-c", script],
+                    "volumeMounts": [
+                        {"name": "secret", "mountPath": "/etc/secret"},
+                        {"name": "data", "mountPath": "/data"}
+                    ]}]}
+        })))
+        .await
+        .unwrap();
+    let made = wait_for(Duration::from_secs(60), || async {
+        container_log(node, &fs_pod, "main").contains("made: ")
+    })
+    .await;
+    let fs_log = container_log(node, &fs_pod, "main");
+    assert!(
+        made,
+        "fs-group pod log:\n{fs_log}\nkubelet log:\n{}",
+        node.kubelet_log()
+    );
+    let groups = fs_log.lines().find(|l| l.starts_with("groups: ")).unwrap();
+    assert!(groups.split_whitespace().any(|g| g == "2000"), "{groups}");
+    assert!(fs_log.lines().any(|l| l == "secret: s3cr3t"), "{fs_log}");
+    assert!(fs_log.lines().any(|l| l == "made: 2000"), "{fs_log}");
 
     // Once the pod is gone its volumes go too: tmpfs unmounted, directory removed.
     let mem_dir = vol_root.join("kubernetes.io~empty-dir/mem");

@@ -15,6 +15,7 @@ pub mod config_map;
 pub mod downward_api;
 pub mod empty_dir;
 pub mod host_path;
+pub mod ownership;
 pub mod projected;
 pub mod secret;
 
@@ -321,7 +322,11 @@ impl VolumeManager {
                 } else {
                     None
                 };
+            let created = !dir.exists();
             empty_dir::set_up(&dir, src, size)?;
+            if let (true, Some(group)) = (created, fs_group(pod)) {
+                ownership::set_volume_ownership(&dir, group, false)?;
+            }
             return Ok(dir);
         }
         if self.tmpfs && kind.is_memory_backed() && !empty_dir::is_mount_point(&dir) {
@@ -337,14 +342,23 @@ impl VolumeManager {
         if writer.is_written() && !refresh_due {
             return Ok(dir);
         }
-        match self
-            .payload(pod, v)
-            .await
-            .and_then(|p| Ok(writer.write(&p)?))
-        {
+        let group = fs_group(pod);
+        let written = self.payload(pod, v).await.and_then(|mut p| {
+            if group.is_some() {
+                // The modes fsGroup gives, so that a rewrite sees no change in them.
+                for file in p.values_mut() {
+                    file.mode |= ownership::RO_MASK;
+                }
+            }
+            Ok(writer.write(&p)?)
+        });
+        match written {
             Ok(changed) => {
                 if changed {
                     tracing::info!(pod = %crate::pod_worker::pod_name(pod), volume = %v.name, path = %dir.display(), "wrote volume contents");
+                    if let Some(group) = group {
+                        ownership::set_volume_ownership(&dir, group, true)?;
+                    }
                 }
                 Ok(dir)
             }
@@ -414,6 +428,12 @@ impl VolumeManager {
             }
         }
     }
+}
+
+/// The pod's `securityContext.fsGroup`, when it is a valid group id.
+fn fs_group(pod: &Pod) -> Option<u32> {
+    let group = pod.spec.as_ref()?.security_context.as_ref()?.fs_group?;
+    u32::try_from(group).ok()
 }
 
 /// Unmounts every mount point under `<pod>/volumes/*/*`, then removes the

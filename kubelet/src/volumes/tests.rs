@@ -362,3 +362,52 @@ async fn memory_empty_dir_is_a_tmpfs_of_its_size_limit_until_torn_down() {
     assert_eq!(mounted(&dir), 0);
     assert_eq!(mounted(&secret), 0);
 }
+
+/// Needs root (chown to any group). fsGroup: the volumes belong to the
+/// group; a refresh with nothing new writes nothing (the modes fsGroup adds
+/// are part of what is expected).
+#[tokio::test]
+async fn fs_group_owns_empty_dir_and_projected_volumes() {
+    if !is_root() {
+        eprintln!("SKIPPED: giving files any group needs root");
+        return;
+    }
+    let f = Fixture::new();
+    let m = f.manager(Duration::ZERO);
+    let mut p = pod(
+        serde_json::json!([
+            {"name": "creds", "secret": {"secretName": "creds", "defaultMode": 0o400}},
+            {"name": "scratch", "emptyDir": {}}
+        ]),
+        serde_json::json!([]),
+    );
+    p.spec.as_mut().unwrap().security_context = Some(obj(serde_json::json!({"fsGroup": 3456})));
+    m.set_up_pod(&p).await.unwrap();
+    let meta = |p: PathBuf| std::fs::metadata(p).unwrap();
+    use std::os::unix::fs::MetadataExt;
+
+    let scratch = f.volume("kubernetes.io~empty-dir", "scratch");
+    assert_eq!(meta(scratch.clone()).gid(), 3456);
+    assert_eq!(
+        meta(scratch).mode() & 0o7777,
+        0o2777,
+        "setgid, open to all as upstream"
+    );
+
+    let secret = f.volume("kubernetes.io~secret", "creds");
+    let password = meta(secret.join("password"));
+    assert_eq!(password.gid(), 3456);
+    assert_eq!(
+        password.mode() & 0o7777,
+        0o440,
+        "defaultMode plus group read"
+    );
+    let data_dir = std::fs::canonicalize(secret.join("..data")).unwrap();
+
+    // Nothing changed in the secret: the refresh leaves the same data directory.
+    m.set_up_pod(&p).await.unwrap();
+    assert_eq!(
+        std::fs::canonicalize(secret.join("..data")).unwrap(),
+        data_dir
+    );
+}
