@@ -2,6 +2,7 @@
 //! plus the `--config` KubeletConfiguration file ([`KubeletConfiguration`]),
 //! merged and checked into one [`Config`]. Entry point: [`Flags::into_config`].
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -114,6 +115,10 @@ pub struct KubeletConfiguration {
     pub tls_cert_file: Option<String>,
     pub tls_private_key_file: Option<String>,
     pub authentication: Option<KubeletAuthentication>,
+    pub eviction_hard: Option<BTreeMap<String, String>>,
+    pub eviction_soft: Option<BTreeMap<String, String>>,
+    pub eviction_soft_grace_period: Option<BTreeMap<String, String>>,
+    pub eviction_pressure_transition_period: Option<String>,
 }
 
 /// Everything `run` needs, checked.
@@ -147,6 +152,8 @@ pub struct Config {
     pub backoff_initial: Duration,
     pub backoff_max: Duration,
     pub lease_duration_seconds: i32,
+    /// Eviction thresholds, which drive the node's pressure conditions.
+    pub eviction: crate::eviction::EvictionSettings,
     /// The kubelet port (streaming API for the apiserver).
     pub server: crate::server::ServerSettings,
 }
@@ -379,6 +386,12 @@ pub fn build(flags: Flags, file: KubeletConfiguration) -> Result<Config, ConfigE
         backoff_initial: Duration::from_secs(10),
         backoff_max: Duration::from_secs(300),
         lease_duration_seconds: 40,
+        eviction: crate::eviction::EvictionSettings::parse(
+            file.eviction_hard.as_ref(),
+            file.eviction_soft.as_ref(),
+            file.eviction_soft_grace_period.as_ref(),
+            file.eviction_pressure_transition_period.as_deref(),
+        )?,
     })
 }
 

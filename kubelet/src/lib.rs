@@ -12,6 +12,7 @@ pub mod cni;
 pub mod config;
 pub mod cri;
 pub mod env;
+pub mod eviction;
 pub mod fieldpath;
 pub mod mirror_pod;
 pub mod node;

@@ -16,6 +16,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, OwnerReference, Time};
 
 use crate::config::Config;
+use crate::eviction::{Observations, Pressure, PressureTracker};
 
 /// The namespace node Leases live in.
 pub const LEASE_NAMESPACE: &str = "kube-node-lease";
@@ -164,6 +165,44 @@ fn condition(
     }
 }
 
+/// A pressure condition with upstream's reasons and messages.
+fn pressure_condition(p: Pressure, now: &[Pressure], old: &[NodeCondition]) -> NodeCondition {
+    let (type_, when_true, when_false) = match p {
+        Pressure::Memory => (
+            "MemoryPressure",
+            (
+                "KubeletHasInsufficientMemory",
+                "kubelet has insufficient memory available",
+            ),
+            (
+                "KubeletHasSufficientMemory",
+                "kubelet has sufficient memory available",
+            ),
+        ),
+        Pressure::Disk => (
+            "DiskPressure",
+            ("KubeletHasDiskPressure", "kubelet has disk pressure"),
+            ("KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
+        ),
+        Pressure::Pid => (
+            "PIDPressure",
+            (
+                "KubeletHasInsufficientPID",
+                "kubelet has insufficient PID available",
+            ),
+            (
+                "KubeletHasSufficientPID",
+                "kubelet has sufficient PID available",
+            ),
+        ),
+    };
+    if now.contains(&p) {
+        condition(type_, "True", when_true.0, when_true.1, old)
+    } else {
+        condition(type_, "False", when_false.0, when_false.1, old)
+    }
+}
+
 /// The status a kubelet reports: capacity/allocatable, conditions,
 /// addresses, nodeInfo. `ready_problem` is why the node is not Ready.
 pub fn node_status(
@@ -172,6 +211,7 @@ pub fn node_status(
     ip: IpAddr,
     runtime_version: &str,
     ready_problem: Option<&str>,
+    pressure: &[Pressure],
     old: Option<&NodeStatus>,
 ) -> NodeStatus {
     let old_conditions = old.and_then(|s| s.conditions.clone()).unwrap_or_default();
@@ -197,27 +237,9 @@ pub fn node_status(
         allocatable: Some(capacity.clone()),
         capacity: Some(capacity),
         conditions: Some(vec![
-            condition(
-                "MemoryPressure",
-                "False",
-                "KubeletHasSufficientMemory",
-                "kubelet has sufficient memory available",
-                &old_conditions,
-            ),
-            condition(
-                "DiskPressure",
-                "False",
-                "KubeletHasNoDiskPressure",
-                "kubelet has no disk pressure",
-                &old_conditions,
-            ),
-            condition(
-                "PIDPressure",
-                "False",
-                "KubeletHasSufficientPID",
-                "kubelet has sufficient PID available",
-                &old_conditions,
-            ),
+            pressure_condition(Pressure::Memory, pressure, &old_conditions),
+            pressure_condition(Pressure::Disk, pressure, &old_conditions),
+            pressure_condition(Pressure::Pid, pressure, &old_conditions),
             ready,
         ]),
         addresses: Some(vec![
@@ -257,6 +279,7 @@ pub struct NodeStatusManager {
     config: Config,
     machine: MachineInfo,
     ip: IpAddr,
+    pressure: std::sync::Mutex<PressureTracker>,
 }
 
 impl NodeStatusManager {
@@ -267,6 +290,7 @@ impl NodeStatusManager {
             config,
             machine: MachineInfo::read(),
             ip,
+            pressure: Default::default(),
         }
     }
 
@@ -310,6 +334,7 @@ impl NodeStatusManager {
             node: name.clone(),
             source,
         };
+        let pressure = self.pressure_now();
         let mut node: Node = self.client.get("", name).await.map_err(err)?;
         node.status = Some(node_status(
             &self.config,
@@ -317,9 +342,26 @@ impl NodeStatusManager {
             self.ip,
             runtime_version,
             ready_problem,
+            &pressure,
             node.status.as_ref(),
         ));
         self.client.update_status(&node).await.map_err(err)
+    }
+
+    /// Measures the node against the eviction thresholds; logs the ones met.
+    fn pressure_now(&self) -> Vec<Pressure> {
+        let eviction = &self.config.eviction;
+        let observations = Observations::read(&self.config.root_dir);
+        let met = eviction.met(&observations);
+        for t in &met {
+            let (available, capacity) = observations.signals[&t.signal];
+            tracing::warn!(signal = t.signal.name(), available, capacity, threshold = ?t.level, "eviction threshold met");
+        }
+        self.pressure.lock().expect("pressure tracker lock").update(
+            &met,
+            eviction.pressure_transition_period,
+            std::time::Instant::now(),
+        )
     }
 
     /// Renews (or creates) `kube-node-lease/<node>`.
@@ -388,6 +430,33 @@ mod tests {
     }
 
     #[test]
+    fn pressure_conditions_carry_upstreams_reasons() {
+        let ip: IpAddr = "10.0.0.5".parse().unwrap();
+        let s = node_status(
+            &config(),
+            &MachineInfo::default(),
+            ip,
+            "",
+            None,
+            &[Pressure::Disk, Pressure::Pid],
+            None,
+        );
+        let conds = s.conditions.unwrap();
+        let get = |t: &str| conds.iter().find(|c| c.type_ == t).unwrap().clone();
+        assert_eq!(get("MemoryPressure").status, "False");
+        let disk = get("DiskPressure");
+        assert_eq!(
+            (disk.status.as_str(), disk.reason.as_deref()),
+            ("True", Some("KubeletHasDiskPressure"))
+        );
+        let pid = get("PIDPressure");
+        assert_eq!(
+            (pid.status.as_str(), pid.message.as_deref()),
+            ("True", Some("kubelet has insufficient PID available"))
+        );
+    }
+
+    #[test]
     fn node_status_reports_capacity_conditions_and_info() {
         let machine = MachineInfo {
             cpus: 4,
@@ -396,7 +465,15 @@ mod tests {
             ..Default::default()
         };
         let ip: IpAddr = "10.0.0.5".parse().unwrap();
-        let s = node_status(&config(), &machine, ip, "containerd://1.6.20", None, None);
+        let s = node_status(
+            &config(),
+            &machine,
+            ip,
+            "containerd://1.6.20",
+            None,
+            &[],
+            None,
+        );
         let cap = s.capacity.unwrap();
         assert_eq!(cap["cpu"].0, "4");
         assert_eq!(cap["memory"].0, "2048Ki");
@@ -421,7 +498,7 @@ mod tests {
         assert_eq!(info.container_runtime_version, "containerd://1.6.20");
         assert_eq!(info.os_image, "Debian");
 
-        let not_ready = node_status(&config(), &machine, ip, "", Some("runtime down"), None);
+        let not_ready = node_status(&config(), &machine, ip, "", Some("runtime down"), &[], None);
         let ready = not_ready
             .conditions
             .unwrap()

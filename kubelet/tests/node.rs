@@ -219,3 +219,50 @@ async fn kubelet_registers_runs_pods_and_adopts_them_after_restart() {
         "sleeper's task still listed: {tasks}"
     );
 }
+
+/// Eviction thresholds drive the node's pressure conditions: a
+/// `memory.available` threshold above what any machine has puts the node
+/// under MemoryPressure; the default disk and PID thresholds are not met.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eviction_threshold_met_sets_memory_pressure() {
+    let options = support::RigOptions {
+        kubelet_config: "evictionHard:\n  memory.available: 100Ti\n  nodefs.available: 1%\n".into(),
+        ..Default::default()
+    };
+    let Some(rig) = Rig::start_with("evict", 1, options).await else {
+        return;
+    };
+    let client = rig.client().await;
+    let node = &rig.nodes[0];
+    let conditions = |n: &Node| {
+        n.status
+            .as_ref()
+            .and_then(|s| s.conditions.clone())
+            .unwrap_or_default()
+    };
+    let pressured = wait_for(Duration::from_secs(30), || async {
+        client.get::<Node>("", &node.name).await.is_ok_and(|n| {
+            conditions(&n)
+                .iter()
+                .any(|c| c.type_ == "MemoryPressure" && c.status == "True")
+        })
+    })
+    .await;
+    let n: Node = client.get("", &node.name).await.unwrap();
+    assert!(
+        pressured,
+        "{:?}\nkubelet log:\n{}",
+        conditions(&n),
+        node.kubelet_log()
+    );
+    let get = |t: &str| conditions(&n).into_iter().find(|c| c.type_ == t).unwrap();
+    let memory = get("MemoryPressure");
+    assert_eq!(
+        memory.reason.as_deref(),
+        Some("KubeletHasInsufficientMemory")
+    );
+    assert_eq!(get("DiskPressure").status, "False");
+    assert_eq!(get("PIDPressure").status, "False");
+    assert_eq!(get("Ready").status, "True");
+    assert!(node.kubelet_log().contains("eviction threshold met"));
+}
