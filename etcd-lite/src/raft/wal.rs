@@ -23,6 +23,12 @@
 //!   changes only after the write it describes is in the file, and the file
 //!   handle and the offsets change together under one lock, so a reader never
 //!   reads offsets of one file in another.
+//! - The file is zero-filled ahead of the records (preallocation, as etcd's WAL
+//!   segments are), by a background thread that never touches the region the
+//!   writer writes: overwriting blocks that already exist makes `fdatasync` a
+//!   single data write instead of data plus the inode's new size. Replay ends at
+//!   the first zero header; a tail that is all zeros is that preallocation, not
+//!   a torn write.
 //! - A rewrite (compaction after a purge) writes the kept state to a temp file,
 //!   fsyncs it, renames it over `raft.wal` and fsyncs the directory before the
 //!   writer appends to the new file: after a crash either file is a complete log.
@@ -47,6 +53,10 @@ pub(super) const WAL_FILE: &str = "raft.wal";
 const REWRITE_FILE: &str = "raft.wal.rewrite";
 /// Bytes of `[len][crc]` before each payload.
 const HEADER_LEN: u64 = 8;
+/// How much the file is zero-filled ahead of the records at a time...
+const PREALLOCATE_BYTES: u64 = 8 << 20;
+/// ...once fewer than this many preallocated bytes are left.
+const PREALLOCATE_LOW_WATER: u64 = 4 << 20;
 /// A rewrite is worth it once the dead prefix (purged entries and the records
 /// around them) is more than half the file and at least this big...
 const REWRITE_MIN_DEAD_BYTES: u64 = 64 << 10;
@@ -104,6 +114,8 @@ pub(super) enum WalError {
     CorruptEntry { index: u64, reason: String },
     #[error("installing the rewritten Raft WAL: {0}")]
     InstallRewrite(io::Error),
+    #[error("preallocating the Raft WAL: {0}")]
+    Preallocate(io::Error),
 }
 
 /// Where a live entry's record is in the file.
@@ -263,8 +275,13 @@ pub(super) struct Wal {
     dir: PathBuf,
     /// The current file (the same one readers see through the index).
     file: Arc<File>,
-    /// The file's length: where the next record goes.
+    /// The end of the records: where the next record goes.
     len: u64,
+    /// The end of the zero-filled space at and after `len` (at least `len`).
+    allocated: u64,
+    /// Zero-fills `[allocated, returned end)` in the background; the writer
+    /// stays below `allocated` while it runs.
+    filler: Option<std::thread::JoinHandle<io::Result<u64>>>,
     reader: WalReader,
     /// Reused between writes.
     buf: Vec<u8>,
@@ -312,7 +329,14 @@ impl Wal {
                 path: path.clone(),
                 source,
             })?;
-        if valid_len < file_len {
+        let zero_tail = valid_len < file_len
+            && is_zero(&file, valid_len, file_len).map_err(|source| WalError::Replay {
+                path: path.clone(),
+                source,
+            })?;
+        let allocated = if valid_len == file_len || zero_tail {
+            file_len
+        } else {
             tracing::warn!(
                 path = %path.display(),
                 valid_bytes = valid_len,
@@ -327,7 +351,8 @@ impl Wal {
                 path: path.clone(),
                 source,
             })?;
-        }
+            valid_len
+        };
         tracing::debug!(
             path = %path.display(),
             bytes = valid_len,
@@ -338,6 +363,8 @@ impl Wal {
             dir: dir.to_path_buf(),
             file,
             len: valid_len,
+            allocated,
+            filler: None,
             reader: WalReader(Arc::new(Mutex::new(index))),
             buf: Vec::new(),
         })
@@ -356,17 +383,63 @@ impl Wal {
             let offset = self.len + self.buf.len() as u64;
             placed.push((offset, frame(&mut self.buf, record)));
         }
+        let end = self.len + self.buf.len() as u64;
+        if end > self.allocated {
+            // Past the zero-filled space: wait for the filler rather than write
+            // where it writes. Past even that, the write simply grows the file.
+            self.join_filler()?;
+        }
         self.file
             .write_all_at(&self.buf, self.len)
             .map_err(WalError::Append)?;
         if records.iter().any(Record::needs_sync) {
             self.file.sync_data().map_err(WalError::Sync)?;
         }
-        self.len += self.buf.len() as u64;
+        self.len = end;
+        self.allocated = self.allocated.max(end);
         let mut index = self.reader.lock();
         for (record, (offset, len)) in records.iter().zip(placed) {
             index.apply(record.as_ref(), offset, len);
         }
+        drop(index);
+        self.preallocate_if_low();
+        Ok(())
+    }
+
+    /// Starts zero-filling the next stretch when the preallocated space runs low.
+    fn preallocate_if_low(&mut self) {
+        if self.filler.is_some() || self.allocated - self.len >= PREALLOCATE_LOW_WATER {
+            return;
+        }
+        let (file, from) = (self.file.clone(), self.allocated);
+        let spawned = std::thread::Builder::new()
+            .name("raft-wal-prealloc".into())
+            .spawn(move || -> io::Result<u64> {
+                let zeros = vec![0u8; 1 << 20];
+                let mut at = from;
+                while at < from + PREALLOCATE_BYTES {
+                    file.write_all_at(&zeros, at)?;
+                    at += zeros.len() as u64;
+                }
+                file.sync_all()?;
+                Ok(at)
+            });
+        match spawned {
+            Ok(handle) => self.filler = Some(handle),
+            Err(e) => tracing::warn!(error = %e, "could not start preallocating the Raft WAL"),
+        }
+    }
+
+    /// Waits for the background zero-fill, if any, and takes its space.
+    fn join_filler(&mut self) -> Result<(), WalError> {
+        let Some(handle) = self.filler.take() else {
+            return Ok(());
+        };
+        let filled = handle
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("the preallocation thread panicked")))
+            .map_err(WalError::Preallocate)?;
+        self.allocated = self.allocated.max(filled);
         Ok(())
     }
 
@@ -392,6 +465,8 @@ impl Wal {
         if !worthwhile {
             return Ok(false);
         }
+        // The filler writes to the current file: let it finish before that changes.
+        self.join_filler()?;
         let tmp = self.dir.join(REWRITE_FILE);
         let path = self.dir.join(WAL_FILE);
         let built = self
@@ -421,6 +496,7 @@ impl Wal {
         );
         self.file = file;
         self.len = len;
+        self.allocated = len;
         Ok(true)
     }
 
@@ -475,6 +551,16 @@ impl Wal {
     }
 }
 
+impl Drop for Wal {
+    /// A filler left running could zero-fill what the next `Wal` on this file
+    /// writes, so it is waited for.
+    fn drop(&mut self) {
+        if let Err(e) = self.join_filler() {
+            tracing::warn!(error = %e, "preallocating the Raft WAL failed");
+        }
+    }
+}
+
 /// Applies every whole, intact record of `file` to `index`. Returns the length
 /// of that valid prefix and the file's length.
 fn replay(file: &File, index: &mut WalIndex) -> io::Result<(u64, u64)> {
@@ -489,6 +575,9 @@ fn replay(file: &File, index: &mut WalIndex) -> io::Result<(u64, u64)> {
             break; // The end (got == 0), or a torn header.
         }
         let (len, crc) = parse_header(&header);
+        if len == 0 {
+            break; // Preallocated zeros (no record is empty), or a torn header.
+        }
         let end = offset + HEADER_LEN + u64::from(len);
         if end > file_len {
             break; // A torn payload (or a corrupt length).
@@ -505,6 +594,21 @@ fn replay(file: &File, index: &mut WalIndex) -> io::Result<(u64, u64)> {
         offset = end;
     }
     Ok((offset, file_len))
+}
+
+/// Whether `file` holds only zero bytes in `[from, to)`.
+fn is_zero(file: &File, from: u64, to: u64) -> io::Result<bool> {
+    let mut buf = vec![0u8; 1 << 20];
+    let mut at = from;
+    while at < to {
+        let n = (to - at).min(buf.len() as u64) as usize;
+        file.read_exact_at(&mut buf[..n], at)?;
+        if buf[..n].iter().any(|b| *b != 0) {
+            return Ok(false);
+        }
+        at += n as u64;
+    }
+    Ok(true)
 }
 
 /// Reads until `buf` is full or the input ends; returns the bytes read.
@@ -635,17 +739,18 @@ mod tests {
             for i in 1..=4 {
                 append(&mut wal, &[entry(1, i)]);
             }
-            let len = file_len(dir.path());
+            let len = wal.len;
             append(&mut wal, &[entry(1, 5)]);
-            len
+            (len, wal.len)
         };
+        let (len_before_last, end) = len_before_last;
         // A crash in the middle of the last write.
         let path = dir.path().join(WAL_FILE);
         let file = OpenOptions::new()
             .write(true)
             .open(&path)
             .expect("open file");
-        file.set_len(file_len(dir.path()) - 3).expect("truncate");
+        file.set_len(end - 3).expect("truncate");
         drop(file);
 
         let mut wal = Wal::open(dir.path()).expect("reopen");
@@ -673,14 +778,15 @@ mod tests {
             let mut wal = Wal::open(dir.path()).expect("open");
             append(&mut wal, &(1..=4).map(|i| entry(1, i)).collect::<Vec<_>>());
             write(&mut wal, Record::Vote(Vote::new(1, 1)));
-            let len = file_len(dir.path());
+            let len = wal.len;
             write(&mut wal, Record::Vote(Vote::new(2, 1)));
-            len
+            (len, wal.len)
         };
-        // Flip a byte in the last record's payload.
+        let (len_before_last, end) = len_before_last;
+        // Flip a byte in the last record's payload (the zero-filled space follows it).
         let path = dir.path().join(WAL_FILE);
         let mut bytes = fs::read(&path).expect("read file");
-        let last = bytes.len() - 1;
+        let last = usize::try_from(end).unwrap() - 1;
         bytes[last] ^= 0xff;
         fs::write(&path, &bytes).expect("write file");
 
@@ -739,5 +845,34 @@ mod tests {
         let mut want = want;
         want.push((1, 2001));
         assert_eq!(live(&reader), want);
+    }
+
+    #[test]
+    fn records_land_in_zero_filled_space_and_reopen_finds_their_end() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let end = {
+            let mut wal = Wal::open(dir.path()).expect("open");
+            append(&mut wal, &[entry(1, 1)]);
+            wal.join_filler().expect("preallocate");
+            assert!(wal.allocated >= wal.len + PREALLOCATE_BYTES);
+            let allocated = wal.allocated;
+            for i in 2..=50 {
+                append(&mut wal, &[entry(1, i)]);
+            }
+            assert_eq!(
+                file_len(dir.path()),
+                allocated,
+                "the records went into the zeros"
+            );
+            wal.len
+        };
+        let mut wal = Wal::open(dir.path()).expect("reopen");
+        assert_eq!(wal.len, end, "replay stops at the zeros");
+        assert_eq!(wal.reader().last_log_id(), Some(log_id(1, 50)));
+        assert!(file_len(dir.path()) > end, "the zero tail is kept, not cut");
+        append(&mut wal, &[entry(2, 51)]);
+        drop(wal);
+        let wal = Wal::open(dir.path()).expect("reopen again");
+        assert_eq!(wal.reader().last_log_id(), Some(log_id(2, 51)));
     }
 }
