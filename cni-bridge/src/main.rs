@@ -1,24 +1,9 @@
 //! `cni-bridge` binary: CNI environment + config on stdin in, result or
 //! error JSON on stdout out; exit code 1 on error. Logic lives in the library.
-//! Run as `cni-bridge --unregister-retired-link <ifindex> <name>` it is the
-//! background process DEL starts (see `cni_bridge::retire`).
 
 use std::io::{Read, Write};
 
-use cni_bridge::retire;
-
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(String::as_str) == Some(retire::UNREGISTER_ARG) {
-        let code = match retire::unregister(&args[1..]) {
-            Ok(()) => 0,
-            Err(e) => {
-                eprintln!("cni-bridge: {e}");
-                1
-            }
-        };
-        std::process::exit(code);
-    }
     let vars = std::env::vars().collect();
     let mut stdin = Vec::new();
     let read = std::io::stdin().read_to_end(&mut stdin);

@@ -233,19 +233,6 @@ impl Request {
         )
     }
 
-    /// Takes a link down and out of its bridge, in one message.
-    pub fn set_down_detached(index: u32) -> Self {
-        let mut msg = LinkMessage::default();
-        msg.header.index = index;
-        msg.header.change_mask = LinkFlags::Up;
-        msg.attributes.push(LinkAttribute::Controller(0));
-        Self::new(
-            RouteNetlinkMessage::SetLink(msg),
-            "detach link",
-            format!("ifindex {index}"),
-        )
-    }
-
     /// Renames a link; the kernel refuses (EBUSY) while it is up.
     pub fn rename(index: u32, name: &str) -> Self {
         let mut msg = LinkMessage::default();

@@ -302,11 +302,14 @@ fn del(env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
         retire_in_sandbox(path, &env.ifname, host_end.as_ref(), &ips, conf)?;
     }
     if let Some(host_end) = &host_end {
+        // Down is enough to stop forwarding: the bridge disables a port
+        // whose device is down. Leaving the bridge waits for an RCU grace
+        // period, so that is left to the unregister.
         host.batch(vec![
-            Request::set_down_detached(host_end.index),
+            Request::set_state(host_end.index, false, None),
             Request::rename(host_end.index, &retire::retired_name(host_end.index)),
         ])?;
-        if retire::spawn_unregister(host_end.index).is_err() {
+        if retire::unregister_in_background(host_end.index).is_err() {
             // No background process: unregister here, slower but complete.
             host.request(Request::delete_link(host_end.index).tolerate(&[ENODEV]))?;
         }

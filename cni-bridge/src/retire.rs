@@ -1,6 +1,5 @@
 //! Retiring a veth on DEL: out of service at once, unregistered in the background.
-//! Entry points: [`retired_name`] and [`spawn_unregister`] (used by DEL), and
-//! [`unregister`], which the detached process runs.
+//! Entry points: [`retired_name`] and [`unregister_in_background`], used by DEL.
 //!
 //! Why: unregistering a network device waits for an RCU barrier inside the
 //! `RTM_DELLINK` call, 15–25 ms on a loaded node, far longer than everything
@@ -8,7 +7,10 @@
 //! the address is removed, the link set down and renamed away from `ifname`;
 //! on the node, the link is set down, taken out of the bridge and renamed
 //! away from its per-attachment name — and leaves the `RTM_DELLINK` to a
-//! process it starts and does not wait for.
+//! child process it forks and does not wait for. A fork, not a spawn of a
+//! new program: the parent goes on at once, where a spawn would hold it until
+//! the child had been scheduled and had called `exec`, which on a busy node
+//! took milliseconds.
 //!
 //! To ensure correctness:
 //! - After DEL returns, nothing forwards through the old veth (both ends are
@@ -17,18 +19,17 @@
 //!   and `ifname` can run at once.
 //! - A retired link is named `cnidel<ifindex in hex>`. An ifindex is unique
 //!   within a namespace, so the name never clashes with another retired
-//!   link, and [`unregister`] deletes a link only if both index and name
-//!   still match.
-//! - If the background process never runs or is killed, nothing is lost
+//!   link, and the child deletes a link only if both index and name still
+//!   match.
+//! - If the child never runs or is killed, nothing is lost
 //!   but a down, renamed veth: the kernel deletes it with the pod's network
 //!   namespace, which the runtime removes after DEL.
 
-use std::process::{Command, Stdio};
+use std::fs::File;
+
+use nix::unistd::{dup2_stderr, dup2_stdin, dup2_stdout, fork, setsid, ForkResult};
 
 use crate::netlink::{first_link, Netlink, NetlinkError, Request, ENODEV};
-
-/// The first argument that turns the plugin binary into the unregister process.
-pub const UNREGISTER_ARG: &str = "--unregister-retired-link";
 
 const RETIRED_PREFIX: &str = "cnidel";
 
@@ -37,49 +38,48 @@ pub fn retired_name(index: u32) -> String {
     format!("{RETIRED_PREFIX}{index:x}")
 }
 
-/// Starts `cni-bridge --unregister-retired-link <index> <name>` in the
-/// node's namespace, detached: its own process group, no inherited stdio
-/// (the runtime reads the plugin's stdout until every writer has closed it),
-/// and nobody waits for it. The kernel reparents it when the plugin exits.
-pub fn spawn_unregister(index: u32) -> std::io::Result<()> {
-    use std::os::unix::process::CommandExt;
-    Command::new("/proc/self/exe")
-        .arg(UNREGISTER_ARG)
-        .arg(index.to_string())
-        .arg(retired_name(index))
-        .env_clear()
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .process_group(0)
-        .spawn()
-        .map(drop)
-}
-
-/// Why the unregister process failed (it has no one to report to but its exit code).
-#[derive(Debug, thiserror::Error)]
-pub enum UnregisterError {
-    #[error("usage: {UNREGISTER_ARG} <ifindex> <name>")]
-    Usage,
-    #[error(transparent)]
-    Netlink(#[from] NetlinkError),
-}
-
-/// The unregister process: deletes the link `index` of the calling
-/// namespace if it is still called `name` (a retired name). Gone already is
-/// success.
-pub fn unregister(args: &[String]) -> Result<(), UnregisterError> {
-    let [index, name] = args else {
-        return Err(UnregisterError::Usage);
-    };
-    let index: u32 = index.parse().map_err(|_| UnregisterError::Usage)?;
-    if !name.starts_with(RETIRED_PREFIX) {
-        return Err(UnregisterError::Usage);
+/// Forks a child that unregisters the retired link `index` of the node's
+/// namespace and exits; returns at once in the parent. The child first
+/// points stdin, stdout and stderr at /dev/null (the runtime reads the
+/// plugin's stdout until every writer has closed it) and leaves the
+/// runtime's session. Nobody waits for it: the kernel reparents it when the
+/// plugin exits.
+///
+/// Must be called while the process has a single thread (it always has one
+/// here: [`Netlink::in_netns`] joins its thread before returning), which is
+/// what makes the child's use of the allocator and of netlink sound.
+pub fn unregister_in_background(index: u32) -> std::io::Result<()> {
+    let devnull = File::options().read(true).write(true).open("/dev/null")?;
+    // SAFETY: the process is single-threaded (see above), so the child
+    // inherits no lock held by another thread; it only opens a socket,
+    // makes two netlink requests and exits.
+    #[allow(unsafe_code)]
+    let forked = unsafe { fork() }.map_err(std::io::Error::from)?;
+    match forked {
+        ForkResult::Parent { .. } => Ok(()),
+        ForkResult::Child => {
+            let detached = dup2_stdin(&devnull)
+                .and_then(|()| dup2_stdout(&devnull))
+                .and_then(|()| dup2_stderr(&devnull))
+                .and_then(|()| setsid().map(drop));
+            let code = match detached.map(|()| unregister(index, &retired_name(index))) {
+                Ok(Ok(())) => 0,
+                _ => 1,
+            };
+            // Nothing was written to stdout before the fork, and it is /dev/null now.
+            std::process::exit(code)
+        }
     }
+}
+
+/// Deletes the link `index` of the calling namespace if it is still called
+/// `name` (a retired name), waiting for the kernel's unregister. Gone
+/// already is success.
+pub fn unregister(index: u32, name: &str) -> Result<(), NetlinkError> {
     let host = Netlink::host()?;
     let answer = host.request(Request::get_link_by_index(index).tolerate(&[ENODEV]))?;
     match first_link(&answer) {
-        Some(link) if link.name == *name => {
+        Some(link) if link.name == name && name.starts_with(RETIRED_PREFIX) => {
             host.request(Request::delete_link(index).tolerate(&[ENODEV]))?;
             Ok(())
         }
@@ -96,20 +96,5 @@ mod tests {
         assert_eq!(retired_name(7), "cnidel7");
         assert!(retired_name(u32::MAX).len() <= 15);
         assert_ne!(retired_name(10), retired_name(16));
-    }
-
-    #[test]
-    fn the_unregister_process_refuses_bad_arguments_before_touching_anything() {
-        assert!(matches!(unregister(&[]), Err(UnregisterError::Usage)));
-        let not_retired = ["5".to_string(), "eth0".to_string()];
-        assert!(matches!(
-            unregister(&not_retired),
-            Err(UnregisterError::Usage)
-        ));
-        let bad_index = ["x".to_string(), "cnidel5".to_string()];
-        assert!(matches!(
-            unregister(&bad_index),
-            Err(UnregisterError::Usage)
-        ));
     }
 }
