@@ -141,10 +141,19 @@ fn add(env: &CniEnv, conf: &NetConf) -> Result<Value, CniError> {
         ns: &sandbox_ns,
         path: netns_path,
     };
-    match attach(env, conf, &host, &bridge, gateway, &sandbox, &veth, ip) {
+    // The rules only match the pod's address, so they can go in while the veth is made.
+    let mut masq = conf
+        .ip_masq
+        .then(|| iptables::start_setup(&conf.name, &env.container_id, ip, range.subnet));
+    match attach(
+        env, conf, &host, &bridge, gateway, &sandbox, &veth, ip, &mut masq,
+    ) {
         Ok(result) => Ok(result.to_json()),
         Err(e) => {
             // Undo in reverse order; the original error is what the runtime needs to see.
+            if let Some(Ok(setup)) = masq.take() {
+                let _ = setup.wait();
+            }
             if conf.ip_masq {
                 let _ = iptables::teardown_masquerade(&conf.name, &env.container_id, &[ip]);
             }
@@ -173,6 +182,7 @@ fn attach(
     sandbox: &Sandbox<'_>,
     veth: &str,
     ip: Ipv4Addr,
+    masq: &mut Option<Result<iptables::Restore, iptables::IptablesError>>,
 ) -> Result<CniResult, CniError> {
     let range = &conf.ipam.range;
     let mut node_side = Vec::new();
@@ -254,8 +264,8 @@ fn attach(
             )
         })?;
 
-    if conf.ip_masq {
-        iptables::setup_masquerade(&conf.name, &env.container_id, ip, range.subnet)?;
+    if let Some(setup) = masq.take() {
+        setup?.wait()?;
     }
 
     Ok(CniResult {
@@ -296,10 +306,32 @@ fn del(env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
     let veth = host_veth_name(&conf.name, &env.container_id, &env.ifname);
     let store = Store::new(&conf.ipam.data_dir);
     let ips = store.lookup(&env.container_id, &env.ifname)?;
-    let host_end = host.link(&veth)?;
+    // Removing rules waits on the kernel, not on the CPU; the veth is retired meanwhile.
+    let masq = conf
+        .ip_masq
+        .then(|| iptables::start_teardown(&conf.name, &env.container_id, &ips));
+    let retired = retire_veth(env, conf, &host, &veth, &ips);
+    if let Some(started) = masq {
+        iptables::finish_teardown(started, &conf.name, &env.container_id)?;
+    }
+    retired?;
+    // Released last, so the address cannot be handed out while the old veth still holds it.
+    store.release(&env.container_id, &env.ifname)?;
+    Ok(())
+}
 
+/// Takes the veth out of service on both sides and hands its unregister to
+/// a background child.
+fn retire_veth(
+    env: &CniEnv,
+    conf: &NetConf,
+    host: &Netlink,
+    veth: &str,
+    ips: &[Ipv4Addr],
+) -> Result<(), CniError> {
+    let host_end = host.link(veth)?;
     if let Some(path) = env.netns.as_deref() {
-        retire_in_sandbox(path, &env.ifname, host_end.as_ref(), &ips, conf)?;
+        retire_in_sandbox(path, &env.ifname, host_end.as_ref(), ips, conf)?;
     }
     if let Some(host_end) = &host_end {
         // Down is enough to stop forwarding: the bridge disables a port
@@ -310,15 +342,10 @@ fn del(env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
             Request::rename(host_end.index, &retire::retired_name(host_end.index)),
         ])?;
         if retire::unregister_in_background(host_end.index).is_err() {
-            // No background process: unregister here, slower but complete.
+            // No background child: unregister here, slower but complete.
             host.request(Request::delete_link(host_end.index).tolerate(&[ENODEV]))?;
         }
     }
-    if conf.ip_masq {
-        iptables::teardown_masquerade(&conf.name, &env.container_id, &ips)?;
-    }
-    // Released last, so the address cannot be handed out while the old veth still holds it.
-    store.release(&env.container_id, &env.ifname)?;
     Ok(())
 }
 
