@@ -10,10 +10,12 @@
 //! order, one after the other, and answers each with its own ACK or error.
 //!
 //! Entering a sandbox: a netlink socket belongs to the namespace of the
-//! thread that created it, for its whole life. So [`Netlink::in_netns`] spawns
-//! a short-lived thread that `setns`es into the sandbox and only opens the
-//! socket there; the thread then exits and the calling thread never leaves
-//! the node's namespace. No `unsafe` is needed (`nix::sched::setns` is safe).
+//! thread that created it, for its whole life. So [`Netlink::in_netns_later`]
+//! spawns a short-lived thread that `setns`es into the sandbox and only opens
+//! the socket there; the thread then exits and the calling thread never
+//! leaves the node's namespace. No `unsafe` is needed (`nix::sched::setns` is
+//! safe). The thread is started early and joined when the socket is needed,
+//! so its start does not add to the command's latency.
 
 use std::cell::Cell;
 use std::fs::File;
@@ -28,7 +30,7 @@ use netlink_packet_core::{
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{
     InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoPortKind, InfoVeth, LinkAttribute,
-    LinkFlags, LinkInfo as NlLinkInfo, LinkMessage,
+    LinkExtentMask, LinkFlags, LinkInfo as NlLinkInfo, LinkMessage,
 };
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
@@ -125,6 +127,7 @@ impl Request {
     pub fn get_link(name: &str) -> Self {
         let mut msg = LinkMessage::default();
         msg.attributes.push(LinkAttribute::IfName(name.to_string()));
+        msg.attributes.push(skip_stats());
         Self::new(RouteNetlinkMessage::GetLink(msg), "get link", name)
     }
 
@@ -132,6 +135,7 @@ impl Request {
     pub fn get_link_by_index(index: u32) -> Self {
         let mut msg = LinkMessage::default();
         msg.header.index = index;
+        msg.attributes.push(skip_stats());
         Self::new(
             RouteNetlinkMessage::GetLink(msg),
             "get link",
@@ -317,6 +321,12 @@ impl Request {
     }
 }
 
+/// Asks the kernel to leave the counters out of a link answer: nothing here
+/// reads them, and they are a good part of what would be parsed.
+fn skip_stats() -> LinkAttribute {
+    LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats])
+}
+
 /// Opens a sandbox path (`/var/run/netns/<name>`); `Ok(None)` when it is gone.
 pub fn open_netns(path: &Path) -> Result<Option<File>, NetlinkError> {
     match File::open(path) {
@@ -342,6 +352,25 @@ fn align(len: usize) -> usize {
     (len + 3) & !3
 }
 
+/// A socket being opened in a sandbox by [`Netlink::in_netns_later`].
+/// Dropping it detaches the thread; the process must not fork meanwhile.
+pub struct PendingNetlink(std::thread::JoinHandle<Result<Socket, NetlinkError>>);
+
+impl PendingNetlink {
+    /// Joins the thread; afterwards the process is single-threaded again.
+    pub fn wait(self) -> Result<Netlink, NetlinkError> {
+        let socket = self.0.join().unwrap_or_else(|_| {
+            Err(NetlinkError::Connect(std::io::Error::other(
+                "netns thread panicked",
+            )))
+        })?;
+        Ok(Netlink {
+            socket,
+            seq: Cell::new(1),
+        })
+    }
+}
+
 /// A blocking netlink socket bound to one network namespace.
 pub struct Netlink {
     socket: Socket,
@@ -359,25 +388,26 @@ impl Netlink {
 
     /// A socket that lives in the namespace `ns` (see the module docs).
     pub fn in_netns(ns: &File, path: &Path) -> Result<Self, NetlinkError> {
-        let socket = std::thread::scope(|s| {
-            s.spawn(|| {
-                setns(ns, CloneFlags::CLONE_NEWNET).map_err(|e| NetlinkError::EnterNetns {
-                    path: path.to_path_buf(),
+        Self::in_netns_later(ns, path)?.wait()
+    }
+
+    /// Starts opening a socket in the namespace `ns` on its own thread and
+    /// returns at once, so the thread's start overlaps the caller's other
+    /// work; [`PendingNetlink::wait`] joins the thread and hands the socket over.
+    pub fn in_netns_later(ns: &File, path: &Path) -> Result<PendingNetlink, NetlinkError> {
+        let ns = ns.try_clone().map_err(NetlinkError::Connect)?;
+        let path = path.to_path_buf();
+        let thread = std::thread::Builder::new()
+            .stack_size(64 * 1024)
+            .spawn(move || {
+                setns(&ns, CloneFlags::CLONE_NEWNET).map_err(|e| NetlinkError::EnterNetns {
+                    path,
                     source: e.into(),
                 })?;
                 open_socket()
             })
-            .join()
-            .unwrap_or_else(|_| {
-                Err(NetlinkError::Connect(std::io::Error::other(
-                    "netns thread panicked",
-                )))
-            })
-        })?;
-        Ok(Self {
-            socket,
-            seq: Cell::new(1),
-        })
+            .map_err(NetlinkError::Connect)?;
+        Ok(PendingNetlink(thread))
     }
 
     /// Sends every request in one datagram and collects each one's answer

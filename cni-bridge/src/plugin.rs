@@ -25,7 +25,8 @@ use crate::ipam::Store;
 use crate::iptables;
 use crate::loopback::{self, LOOPBACK_INDEX};
 use crate::netlink::{
-    first_link, open_netns, Link, Netlink, NetlinkError, Request, EADDRNOTAVAIL, EEXIST, ENODEV,
+    first_link, open_netns, Link, Netlink, NetlinkError, PendingNetlink, Request, EADDRNOTAVAIL,
+    EEXIST, ENODEV,
 };
 use crate::result::{version_json, CniResult, Interface, IpConfig};
 use crate::retire;
@@ -131,6 +132,7 @@ fn add(env: &CniEnv, conf: &NetConf) -> Result<Value, CniError> {
     } else {
         None
     };
+    let pod = Netlink::in_netns_later(&sandbox_ns, netns_path)?;
     let host = Netlink::host()?;
     let bridge = host.ensure_bridge(&conf.bridge, conf.mtu, conf.promisc_mode)?;
 
@@ -140,13 +142,14 @@ fn add(env: &CniEnv, conf: &NetConf) -> Result<Value, CniError> {
     let sandbox = Sandbox {
         ns: &sandbox_ns,
         path: netns_path,
+        socket: pod,
     };
     // The rules only match the pod's address, so they can go in while the veth is made.
     let mut masq = conf
         .ip_masq
         .then(|| iptables::start_setup(&conf.name, &env.container_id, ip, range.subnet));
     match attach(
-        env, conf, &host, &bridge, gateway, &sandbox, &veth, ip, &mut masq,
+        env, conf, &host, &bridge, gateway, sandbox, &veth, ip, &mut masq,
     ) {
         Ok(result) => Ok(result.to_json()),
         Err(e) => {
@@ -164,10 +167,12 @@ fn add(env: &CniEnv, conf: &NetConf) -> Result<Value, CniError> {
     }
 }
 
-/// The pod's network namespace: the open file and the path it came from.
+/// The pod's network namespace: the open file, the path it came from, and
+/// the netlink socket being opened in it.
 struct Sandbox<'a> {
     ns: &'a std::fs::File,
     path: &'a Path,
+    socket: PendingNetlink,
 }
 
 /// Plugs the pod in with two batches of netlink requests, one per
@@ -179,7 +184,7 @@ fn attach(
     host: &Netlink,
     bridge: &Link,
     gateway: Option<Ipv4Net>,
-    sandbox: &Sandbox<'_>,
+    sandbox: Sandbox<'_>,
     veth: &str,
     ip: Ipv4Addr,
     masq: &mut Option<Result<iptables::Restore, iptables::IptablesError>>,
@@ -250,7 +255,7 @@ fn attach(
         );
     }
     pod_side.push(Request::get_link_by_index(pod_index));
-    let pod = Netlink::in_netns(sandbox.ns, sandbox.path)?;
+    let pod = sandbox.socket.wait()?;
     let pod_end = pod
         .batch(pod_side)?
         .pop()
@@ -302,6 +307,13 @@ fn attach(
 /// process, because the kernel's unregister takes far longer than the rest
 /// of DEL.
 fn del(env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
+    // A sandbox that is gone (deleted, unmounted) counts as done.
+    let sandbox = match env.netns.as_deref() {
+        Some(path) => open_netns(path)?
+            .map(|ns| Netlink::in_netns_later(&ns, path))
+            .transpose()?,
+        None => None,
+    };
     let host = Netlink::host()?;
     let veth = host_veth_name(&conf.name, &env.container_id, &env.ifname);
     let store = Store::new(&conf.ipam.data_dir);
@@ -310,7 +322,7 @@ fn del(env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
     let masq = conf
         .ip_masq
         .then(|| iptables::start_teardown(&conf.name, &env.container_id, &ips));
-    let retired = retire_veth(env, conf, &host, &veth, &ips);
+    let retired = retire_veth(env, conf, &host, sandbox, &veth, &ips);
     if let Some(started) = masq {
         iptables::finish_teardown(started, &conf.name, &env.container_id)?;
     }
@@ -326,12 +338,21 @@ fn retire_veth(
     env: &CniEnv,
     conf: &NetConf,
     host: &Netlink,
+    sandbox: Option<PendingNetlink>,
     veth: &str,
     ips: &[Ipv4Addr],
 ) -> Result<(), CniError> {
+    // Joined first: the background unregister below is forked, which needs
+    // a single-threaded process.
+    let sandbox = match sandbox.map(PendingNetlink::wait).transpose() {
+        Ok(s) => s,
+        // Not a network namespace (any more): nothing to retire in it.
+        Err(NetlinkError::EnterNetns { .. }) => None,
+        Err(e) => return Err(e.into()),
+    };
     let host_end = host.link(veth)?;
-    if let Some(path) = env.netns.as_deref() {
-        retire_in_sandbox(path, &env.ifname, host_end.as_ref(), ips, conf)?;
+    if let Some(sandbox) = &sandbox {
+        retire_in_sandbox(sandbox, &env.ifname, host_end.as_ref(), ips, conf)?;
     }
     if let Some(host_end) = &host_end {
         // Down is enough to stop forwarding: the bridge disables a port
@@ -352,23 +373,13 @@ fn retire_veth(
 /// The sandbox half of DEL. When `ifname` is the peer of the node's veth,
 /// it is set down, loses its addresses and is renamed away, so `ifname` is
 /// free again. When the node's veth is missing, `ifname` is deleted here.
-/// A sandbox that is gone (deleted, unmounted, not a netns any more) counts
-/// as done.
 fn retire_in_sandbox(
-    path: &Path,
+    sandbox: &Netlink,
     ifname: &str,
     host_end: Option<&Link>,
     ips: &[Ipv4Addr],
     conf: &NetConf,
 ) -> Result<(), CniError> {
-    let Some(ns) = open_netns(path)? else {
-        return Ok(());
-    };
-    let sandbox = match Netlink::in_netns(&ns, path) {
-        Ok(s) => s,
-        Err(NetlinkError::EnterNetns { .. }) => return Ok(()),
-        Err(e) => return Err(e.into()),
-    };
     let Some(pod_end) = sandbox.link(ifname)? else {
         return Ok(());
     };
