@@ -307,6 +307,8 @@ fn attach(
 /// process, because the kernel's unregister takes far longer than the rest
 /// of DEL.
 fn del(env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
+    // First, while the process has one thread and no open files (see retire).
+    let unregisterer = retire::Unregisterer::fork();
     // A sandbox that is gone (deleted, unmounted) counts as done.
     let sandbox = match env.netns.as_deref() {
         Some(path) => open_netns(path)?
@@ -322,7 +324,7 @@ fn del(env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
     let masq = conf
         .ip_masq
         .then(|| iptables::start_teardown(&conf.name, &env.container_id, &ips));
-    let retired = retire_veth(env, conf, &host, sandbox, &veth, &ips);
+    let retired = retire_veth(env, conf, &host, sandbox, unregisterer, &veth, &ips);
     if let Some(started) = masq {
         iptables::finish_teardown(started, &conf.name, &env.container_id)?;
     }
@@ -339,11 +341,10 @@ fn retire_veth(
     conf: &NetConf,
     host: &Netlink,
     sandbox: Option<PendingNetlink>,
+    unregisterer: std::io::Result<retire::Unregisterer>,
     veth: &str,
     ips: &[Ipv4Addr],
 ) -> Result<(), CniError> {
-    // Joined first: the background unregister below is forked, which needs
-    // a single-threaded process.
     let sandbox = match sandbox.map(PendingNetlink::wait).transpose() {
         Ok(s) => s,
         // Not a network namespace (any more): nothing to retire in it.
@@ -362,7 +363,8 @@ fn retire_veth(
             Request::set_state(host_end.index, false, None),
             Request::rename(host_end.index, &retire::retired_name(host_end.index)),
         ])?;
-        if retire::unregister_in_background(host_end.index).is_err() {
+        let handed_over = unregisterer.and_then(|u| u.hand_over(host_end.index));
+        if handed_over.is_err() {
             // No background child: unregister here, slower but complete.
             host.request(Request::delete_link(host_end.index).tolerate(&[ENODEV]))?;
         }

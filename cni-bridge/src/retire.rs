@@ -1,5 +1,5 @@
 //! Retiring a veth on DEL: out of service at once, unregistered in the background.
-//! Entry points: [`retired_name`] and [`unregister_in_background`], used by DEL.
+//! Entry points: [`retired_name`] and [`Unregisterer`], used by DEL.
 //!
 //! Why: unregistering a network device waits for an RCU barrier inside the
 //! `RTM_DELLINK` call, 15–25 ms on a loaded node, far longer than everything
@@ -26,8 +26,10 @@
 //!   namespace, which the runtime removes after DEL.
 
 use std::fs::File;
+use std::io::{Read, Write};
 
-use nix::unistd::{dup2_stderr, dup2_stdin, dup2_stdout, fork, setsid, ForkResult};
+use nix::fcntl::OFlag;
+use nix::unistd::{dup2_stderr, dup2_stdin, dup2_stdout, fork, pipe2, setsid, ForkResult};
 
 use crate::netlink::{first_link, Netlink, NetlinkError, Request, ENODEV};
 
@@ -38,37 +40,64 @@ pub fn retired_name(index: u32) -> String {
     format!("{RETIRED_PREFIX}{index:x}")
 }
 
-/// Forks a child that unregisters the retired link `index` of the node's
-/// namespace and exits; returns at once in the parent. The child first
-/// points stdin, stdout and stderr at /dev/null (the runtime reads the
-/// plugin's stdout until every writer has closed it) and leaves the
-/// runtime's session. Nobody waits for it: the kernel reparents it when the
-/// plugin exits.
-///
-/// Must be called while the process has a single thread (it always has one
-/// here: [`Netlink::in_netns`] joins its thread before returning), which is
-/// what makes the child's use of the allocator and of netlink sound.
-pub fn unregister_in_background(index: u32) -> std::io::Result<()> {
-    let devnull = File::options().read(true).write(true).open("/dev/null")?;
-    // SAFETY: the process is single-threaded (see above), so the child
-    // inherits no lock held by another thread; it only opens a socket,
-    // makes two netlink requests and exits.
-    #[allow(unsafe_code)]
-    let forked = unsafe { fork() }.map_err(std::io::Error::from)?;
-    match forked {
-        ForkResult::Parent { .. } => Ok(()),
-        ForkResult::Child => {
-            let detached = dup2_stdin(&devnull)
-                .and_then(|()| dup2_stdout(&devnull))
-                .and_then(|()| dup2_stderr(&devnull))
-                .and_then(|()| setsid().map(drop));
-            let code = match detached.map(|()| unregister(index, &retired_name(index))) {
-                Ok(Ok(())) => 0,
-                _ => 1,
-            };
-            // Nothing was written to stdout before the fork, and it is /dev/null now.
-            std::process::exit(code)
+/// A forked child, waiting to be told which retired link to unregister.
+/// Dropping this without [`Unregisterer::hand_over`] lets it exit with
+/// nothing done.
+pub struct Unregisterer {
+    orders: File,
+}
+
+impl Unregisterer {
+    /// Forks the child. Called first thing in DEL, before any other thread
+    /// or file exists: a forked child shares every inherited descriptor, and
+    /// the runtime reads the plugin's stdout until every copy is closed, so
+    /// the child first points stdin, stdout and stderr at /dev/null — and
+    /// forking early gives it the whole of DEL to get scheduled and do so.
+    /// It then leaves the runtime's session and reads its order from a pipe.
+    /// Nobody waits for it: the kernel reparents it when the plugin exits.
+    pub fn fork() -> std::io::Result<Self> {
+        let devnull = File::options().read(true).write(true).open("/dev/null")?;
+        // Close-on-exec, so no program DEL starts later holds the pipe open.
+        let (orders_in, orders_out) = pipe2(OFlag::O_CLOEXEC).map_err(std::io::Error::from)?;
+        // SAFETY: the process is single-threaded here (DEL forks before it
+        // starts its sandbox thread), so the child inherits no lock held by
+        // another thread; it only redirects its stdio, reads a pipe, opens a
+        // socket, makes two netlink requests and exits.
+        #[allow(unsafe_code)]
+        let forked = unsafe { fork() }.map_err(std::io::Error::from)?;
+        match forked {
+            ForkResult::Parent { .. } => Ok(Self {
+                orders: File::from(orders_out),
+            }),
+            ForkResult::Child => {
+                drop(orders_out);
+                let detached = dup2_stdin(&devnull)
+                    .and_then(|()| dup2_stdout(&devnull))
+                    .and_then(|()| dup2_stderr(&devnull))
+                    .and_then(|()| setsid().map(drop));
+                drop(devnull);
+                let mut order = String::new();
+                let read = File::from(orders_in).read_to_string(&mut order);
+                let index = order.trim().parse::<u32>().ok();
+                let code = match (detached, read, index) {
+                    (Ok(()), Ok(_), Some(index)) => match unregister(index, &retired_name(index)) {
+                        Ok(()) => 0,
+                        Err(_) => 1,
+                    },
+                    // No order: the parent had nothing to retire, or failed.
+                    (Ok(()), Ok(_), None) => 0,
+                    _ => 1,
+                };
+                // Nothing was written to stdout before the fork, and it is /dev/null now.
+                std::process::exit(code)
+            }
         }
+    }
+
+    /// Tells the child to unregister the retired link `index` of the node's
+    /// namespace, and returns at once.
+    pub fn hand_over(mut self, index: u32) -> std::io::Result<()> {
+        writeln!(self.orders, "{index}")
     }
 }
 
