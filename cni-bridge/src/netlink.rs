@@ -10,12 +10,12 @@
 //! order, one after the other, and answers each with its own ACK or error.
 //!
 //! Entering a sandbox: a netlink socket belongs to the namespace of the
-//! thread that created it, for its whole life. So [`Netlink::in_netns_later`]
-//! spawns a short-lived thread that `setns`es into the sandbox and only opens
-//! the socket there; the thread then exits and the calling thread never
-//! leaves the node's namespace. No `unsafe` is needed (`nix::sched::setns` is
-//! safe). The thread is started early and joined when the socket is needed,
-//! so its start does not add to the command's latency.
+//! thread that created it, for its whole life. So [`Netlink::in_netns`]
+//! `setns`es into the sandbox, opens the socket and `setns`es straight back;
+//! nothing else runs in between. The plugin is single-threaded, so this is
+//! cheaper than a helper thread (which, on a busy node, could wait a
+//! millisecond or more to be scheduled) and keeps the process forkable
+//! (see `retire`). No `unsafe` is needed (`nix::sched::setns` is safe).
 
 use std::cell::Cell;
 use std::fs::File;
@@ -352,25 +352,6 @@ fn align(len: usize) -> usize {
     (len + 3) & !3
 }
 
-/// A socket being opened in a sandbox by [`Netlink::in_netns_later`].
-/// Dropping it detaches the thread; the process must not fork meanwhile.
-pub struct PendingNetlink(std::thread::JoinHandle<Result<Socket, NetlinkError>>);
-
-impl PendingNetlink {
-    /// Joins the thread; afterwards the process is single-threaded again.
-    pub fn wait(self) -> Result<Netlink, NetlinkError> {
-        let socket = self.0.join().unwrap_or_else(|_| {
-            Err(NetlinkError::Connect(std::io::Error::other(
-                "netns thread panicked",
-            )))
-        })?;
-        Ok(Netlink {
-            socket,
-            seq: Cell::new(1),
-        })
-    }
-}
-
 /// A blocking netlink socket bound to one network namespace.
 pub struct Netlink {
     socket: Socket,
@@ -388,26 +369,22 @@ impl Netlink {
 
     /// A socket that lives in the namespace `ns` (see the module docs).
     pub fn in_netns(ns: &File, path: &Path) -> Result<Self, NetlinkError> {
-        Self::in_netns_later(ns, path)?.wait()
-    }
-
-    /// Starts opening a socket in the namespace `ns` on its own thread and
-    /// returns at once, so the thread's start overlaps the caller's other
-    /// work; [`PendingNetlink::wait`] joins the thread and hands the socket over.
-    pub fn in_netns_later(ns: &File, path: &Path) -> Result<PendingNetlink, NetlinkError> {
-        let ns = ns.try_clone().map_err(NetlinkError::Connect)?;
-        let path = path.to_path_buf();
-        let thread = std::thread::Builder::new()
-            .stack_size(64 * 1024)
-            .spawn(move || {
-                setns(&ns, CloneFlags::CLONE_NEWNET).map_err(|e| NetlinkError::EnterNetns {
-                    path,
-                    source: e.into(),
-                })?;
-                open_socket()
-            })
-            .map_err(NetlinkError::Connect)?;
-        Ok(PendingNetlink(thread))
+        let home = File::open("/proc/thread-self/ns/net").map_err(NetlinkError::Connect)?;
+        setns(ns, CloneFlags::CLONE_NEWNET).map_err(|e| NetlinkError::EnterNetns {
+            path: path.to_path_buf(),
+            source: e.into(),
+        })?;
+        let socket = open_socket();
+        if let Err(e) = setns(&home, CloneFlags::CLONE_NEWNET) {
+            // Cannot happen short of the kernel running out of memory; going
+            // on would apply the node's changes inside the sandbox.
+            eprintln!("cni-bridge: returning to the node's network namespace: {e}");
+            std::process::abort();
+        }
+        Ok(Self {
+            socket: socket?,
+            seq: Cell::new(1),
+        })
     }
 
     /// Sends every request in one datagram and collects each one's answer

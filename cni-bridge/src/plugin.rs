@@ -25,8 +25,7 @@ use crate::ipam::Store;
 use crate::iptables;
 use crate::loopback::{self, LOOPBACK_INDEX};
 use crate::netlink::{
-    first_link, open_netns, Link, Netlink, NetlinkError, PendingNetlink, Request, EADDRNOTAVAIL,
-    EEXIST, ENODEV,
+    first_link, open_netns, Link, Netlink, NetlinkError, Request, EADDRNOTAVAIL, EEXIST, ENODEV,
 };
 use crate::result::{version_json, CniResult, Interface, IpConfig};
 use crate::retire;
@@ -132,7 +131,6 @@ fn add(env: &CniEnv, conf: &NetConf) -> Result<Value, CniError> {
     } else {
         None
     };
-    let pod = Netlink::in_netns_later(&sandbox_ns, netns_path)?;
     let host = Netlink::host()?;
     let bridge = host.ensure_bridge(&conf.bridge, conf.mtu, conf.promisc_mode)?;
 
@@ -142,7 +140,6 @@ fn add(env: &CniEnv, conf: &NetConf) -> Result<Value, CniError> {
     let sandbox = Sandbox {
         ns: &sandbox_ns,
         path: netns_path,
-        socket: pod,
     };
     // The rules only match the pod's address, so they can go in while the veth is made.
     let mut masq = conf
@@ -167,12 +164,10 @@ fn add(env: &CniEnv, conf: &NetConf) -> Result<Value, CniError> {
     }
 }
 
-/// The pod's network namespace: the open file, the path it came from, and
-/// the netlink socket being opened in it.
+/// The pod's network namespace: the open file and the path it came from.
 struct Sandbox<'a> {
     ns: &'a std::fs::File,
     path: &'a Path,
-    socket: PendingNetlink,
 }
 
 /// Plugs the pod in with two batches of netlink requests, one per
@@ -255,7 +250,7 @@ fn attach(
         );
     }
     pod_side.push(Request::get_link_by_index(pod_index));
-    let pod = sandbox.socket.wait()?;
+    let pod = Netlink::in_netns(sandbox.ns, sandbox.path)?;
     let pod_end = pod
         .batch(pod_side)?
         .pop()
@@ -307,15 +302,8 @@ fn attach(
 /// process, because the kernel's unregister takes far longer than the rest
 /// of DEL.
 fn del(env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
-    // First, while the process has one thread and no open files (see retire).
+    // First, while the process has no open files (see retire).
     let unregisterer = retire::Unregisterer::fork();
-    // A sandbox that is gone (deleted, unmounted) counts as done.
-    let sandbox = match env.netns.as_deref() {
-        Some(path) => open_netns(path)?
-            .map(|ns| Netlink::in_netns_later(&ns, path))
-            .transpose()?,
-        None => None,
-    };
     let host = Netlink::host()?;
     let veth = host_veth_name(&conf.name, &env.container_id, &env.ifname);
     let store = Store::new(&conf.ipam.data_dir);
@@ -324,7 +312,7 @@ fn del(env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
     let masq = conf
         .ip_masq
         .then(|| iptables::start_teardown(&conf.name, &env.container_id, &ips));
-    let retired = retire_veth(env, conf, &host, sandbox, unregisterer, &veth, &ips);
+    let retired = retire_veth(env, conf, &host, unregisterer, &veth, &ips);
     if let Some(started) = masq {
         iptables::finish_teardown(started, &conf.name, &env.container_id)?;
     }
@@ -340,18 +328,21 @@ fn retire_veth(
     env: &CniEnv,
     conf: &NetConf,
     host: &Netlink,
-    sandbox: Option<PendingNetlink>,
     unregisterer: std::io::Result<retire::Unregisterer>,
     veth: &str,
     ips: &[Ipv4Addr],
 ) -> Result<(), CniError> {
-    let sandbox = match sandbox.map(PendingNetlink::wait).transpose() {
-        Ok(s) => s,
-        // Not a network namespace (any more): nothing to retire in it.
-        Err(NetlinkError::EnterNetns { .. }) => None,
-        Err(e) => return Err(e.into()),
-    };
     let host_end = host.link(veth)?;
+    let sandbox = match env.netns.as_deref() {
+        // A sandbox that is gone (deleted, unmounted) counts as done.
+        Some(path) => match open_netns(path)?.map(|ns| Netlink::in_netns(&ns, path)) {
+            Some(Ok(s)) => Some(s),
+            // Not a network namespace (any more): nothing to retire in it.
+            Some(Err(NetlinkError::EnterNetns { .. })) | None => None,
+            Some(Err(e)) => return Err(e.into()),
+        },
+        None => None,
+    };
     if let Some(sandbox) = &sandbox {
         retire_in_sandbox(sandbox, &env.ifname, host_end.as_ref(), ips, conf)?;
     }

@@ -48,8 +48,8 @@ pub struct Unregisterer {
 }
 
 impl Unregisterer {
-    /// Forks the child. Called first thing in DEL, before any other thread
-    /// or file exists: a forked child shares every inherited descriptor, and
+    /// Forks the child. Called first thing in DEL, before any file is open:
+    /// a forked child shares every inherited descriptor, and
     /// the runtime reads the plugin's stdout until every copy is closed, so
     /// the child first points stdin, stdout and stderr at /dev/null — and
     /// forking early gives it the whole of DEL to get scheduled and do so.
@@ -59,9 +59,9 @@ impl Unregisterer {
         let devnull = File::options().read(true).write(true).open("/dev/null")?;
         // Close-on-exec, so no program DEL starts later holds the pipe open.
         let (orders_in, orders_out) = pipe2(OFlag::O_CLOEXEC).map_err(std::io::Error::from)?;
-        // SAFETY: the process is single-threaded here (DEL forks before it
-        // starts its sandbox thread), so the child inherits no lock held by
-        // another thread; it only redirects its stdio, reads a pipe, opens a
+        // SAFETY: the plugin is single-threaded (it enters sandboxes with
+        // `setns` on its one thread, see netlink), so the child inherits no
+        // lock held by another thread; it only redirects its stdio, reads a pipe, opens a
         // socket, makes two netlink requests and exits.
         #[allow(unsafe_code)]
         let forked = unsafe { fork() }.map_err(std::io::Error::from)?;
