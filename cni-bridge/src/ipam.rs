@@ -10,8 +10,11 @@
 //! To ensure correctness:
 //! - Every operation holds the exclusive lock from its first read to its last
 //!   write, so concurrent ADDs in separate processes never get the same IP.
-//! - A reservation is created with `O_CREAT|O_EXCL` and is durable once the
-//!   call returns (the file is fsynced), so it survives plugin restarts.
+//! - A reservation is created with `O_CREAT|O_EXCL` and is visible to every
+//!   later call once this one returns, so it survives plugin restarts. It is
+//!   not fsynced, like host-local's: pods do not survive a machine crash
+//!   either, and the runtime's GC frees whatever reservations a crash left
+//!   behind. An fsync cost more than the rest of the allocation together.
 //! - The gateway, the network and the broadcast addresses are never reserved.
 
 use std::fs::{self, File, OpenOptions};
@@ -134,14 +137,11 @@ impl Store {
                 Ok(mut f) => {
                     let body = format!("{container_id}{LINE_BREAK}{ifname}");
                     f.write_all(body.as_bytes())
-                        .and_then(|()| f.sync_all())
                         .map_err(|source| IpamError::Reserve {
                             path: path.clone(),
                             source,
                         })?;
-                    let last = self.dir.join(LAST_RESERVED);
-                    fs::write(&last, ip.to_string())
-                        .map_err(|source| IpamError::Reserve { path: last, source })?;
+                    self.write_last_reserved(ip)?;
                     return Ok(ip);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
@@ -152,6 +152,24 @@ impl Store {
             start: range.start,
             end: range.end,
         })
+    }
+
+    /// Records where the next scan starts. Overwritten in place and then cut
+    /// to length, never truncated to zero first: on ext4 a truncate-to-zero
+    /// and rewrite makes `close` start writeback of the file.
+    fn write_last_reserved(&self, ip: Ipv4Addr) -> Result<(), IpamError> {
+        let path = self.dir.join(LAST_RESERVED);
+        let body = ip.to_string();
+        OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .and_then(|mut f| {
+                f.write_all(body.as_bytes())?;
+                f.set_len(body.len() as u64)
+            })
+            .map_err(|source| IpamError::Reserve { path, source })
     }
 
     /// The addresses (container, ifname) holds, without changing anything.

@@ -1,6 +1,8 @@
 //! `ipMasq`: one nat chain per attachment, named like the reference plugin's
 //! (`CNI-` + the first 24 hex digits of sha512(network name + container ID)).
-//! Entry points: [`setup_masquerade`] on ADD, [`teardown_masquerade`] on DEL.
+//! Entry points: [`start_setup`] on ADD, [`start_teardown`] and
+//! [`finish_teardown`] on DEL; each starts `iptables-restore` and lets the
+//! plugin do its netlink work while it runs.
 //!
 //! The chain ACCEPTs traffic to the pod subnet and MASQUERADEs the rest
 //! (except multicast); a POSTROUTING rule sends the pod's source address into
@@ -84,49 +86,72 @@ pub fn teardown_rules(saved_nat: &str, chain: &str) -> Option<String> {
     Some(out)
 }
 
-fn restore(input: &str) -> Result<(), IptablesError> {
-    const PROGRAM: &str = "iptables-restore";
-    let mut child = Command::new(PROGRAM)
-        .args(["-w", "--noflush"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|source| IptablesError::Spawn {
-            program: PROGRAM,
+/// An `iptables-restore` run that was started and not yet waited for, so
+/// the caller can do other work meanwhile. Removing rules is slow on the
+/// nf_tables backend: when `iptables-restore` closes its netlink socket, the
+/// kernel waits for an RCU grace period to free the removed rules, which is
+/// most of the time a teardown takes, and none of it is CPU work.
+#[must_use = "a started restore must be waited for"]
+pub struct Restore(std::process::Child);
+
+const RESTORE: &str = "iptables-restore";
+
+impl Restore {
+    /// Starts `iptables-restore -w --noflush` with `input` on its stdin.
+    pub fn start(input: &str) -> Result<Self, IptablesError> {
+        let spawn = |source| IptablesError::Spawn {
+            program: RESTORE,
             source,
-        })?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(input.as_bytes())
+        };
+        let mut child = Command::new(RESTORE)
+            .args(["-w", "--noflush"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(spawn)?;
+        if let Some(mut stdin) = child.stdin.take() {
+            // Dropping stdin at the end of this block sends EOF.
+            if let Err(e) = stdin.write_all(input.as_bytes()) {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(spawn(e));
+            }
+        }
+        Ok(Self(child))
+    }
+
+    /// Waits for the run to end; its stderr is the error when it failed.
+    pub fn wait(self) -> Result<(), IptablesError> {
+        let out = self
+            .0
+            .wait_with_output()
             .map_err(|source| IptablesError::Spawn {
-                program: PROGRAM,
+                program: RESTORE,
                 source,
             })?;
+        if !out.status.success() {
+            return Err(IptablesError::Failed {
+                program: RESTORE,
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            });
+        }
+        Ok(())
     }
-    let out = child
-        .wait_with_output()
-        .map_err(|source| IptablesError::Spawn {
-            program: PROGRAM,
-            source,
-        })?;
-    if !out.status.success() {
-        return Err(IptablesError::Failed {
-            program: PROGRAM,
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        });
-    }
-    Ok(())
 }
 
-/// ADD: installs the pod's masquerade chain and its POSTROUTING jump.
-pub fn setup_masquerade(
+fn restore(input: &str) -> Result<(), IptablesError> {
+    Restore::start(input)?.wait()
+}
+
+/// ADD: starts installing the pod's masquerade chain and its POSTROUTING jump.
+pub fn start_setup(
     network: &str,
     container_id: &str,
     ip: Ipv4Addr,
     subnet: Ipv4Net,
-) -> Result<(), IptablesError> {
-    restore(&setup_rules(network, container_id, ip, subnet))
+) -> Result<Restore, IptablesError> {
+    Restore::start(&setup_rules(network, container_id, ip, subnet))
 }
 
 /// The restore input that removes exactly what [`setup_rules`] installed.
@@ -140,19 +165,28 @@ pub fn known_teardown_rules(network: &str, container_id: &str, ip: Ipv4Addr) -> 
     )
 }
 
-/// DEL: removes the pod's chain and every jump to it; a no-op when already gone.
-///
-/// When the pod's address is known, one `iptables-restore` removes exactly
-/// what ADD installed. If that fails (something is already gone, or the rules
-/// were changed by hand), the slow path reads the nat table and removes
-/// whatever is left.
-pub fn teardown_masquerade(
+/// DEL, first half: when the pod's address is known, starts the one
+/// `iptables-restore` that removes exactly what ADD installed. `None` when
+/// there is no single known address ([`finish_teardown`] then takes the slow
+/// path) or the run could not be started.
+pub fn start_teardown(network: &str, container_id: &str, ips: &[Ipv4Addr]) -> Option<Restore> {
+    match ips {
+        [ip] => Restore::start(&known_teardown_rules(network, container_id, *ip)).ok(),
+        _ => None,
+    }
+}
+
+/// DEL, second half: waits for [`start_teardown`]'s run. If there was none
+/// or it failed (something was already gone, or the rules were changed by
+/// hand), the slow path reads the nat table and removes whatever is left of
+/// the pod's chain and every jump to it; a no-op when all is gone.
+pub fn finish_teardown(
+    started: Option<Restore>,
     network: &str,
     container_id: &str,
-    ips: &[Ipv4Addr],
 ) -> Result<(), IptablesError> {
-    if let [ip] = ips {
-        if restore(&known_teardown_rules(network, container_id, *ip)).is_ok() {
+    if let Some(run) = started {
+        if run.wait().is_ok() {
             return Ok(());
         }
     }
@@ -176,6 +210,20 @@ pub fn teardown_masquerade(
         Some(input) => restore(&input),
         None => Ok(()),
     }
+}
+
+/// Removes the pod's chain and every jump to it, start to finish (GC, and
+/// undoing a failed ADD).
+pub fn teardown_masquerade(
+    network: &str,
+    container_id: &str,
+    ips: &[Ipv4Addr],
+) -> Result<(), IptablesError> {
+    finish_teardown(
+        start_teardown(network, container_id, ips),
+        network,
+        container_id,
+    )
 }
 
 #[cfg(test)]

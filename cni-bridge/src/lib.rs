@@ -10,3 +10,4 @@ pub mod loopback;
 pub mod netlink;
 pub mod plugin;
 pub mod result;
+pub mod retire;

@@ -22,7 +22,7 @@ pub fn is_loopback(conf: &Value) -> bool {
 
 /// Runs ADD, DEL or CHECK for the loopback type; `cni_version` is the
 /// config's. DEL of a sandbox that is gone is success, as the spec asks.
-pub async fn run(env: &CniEnv, cni_version: &str) -> Result<Option<Value>, CniError> {
+pub fn run(env: &CniEnv, cni_version: &str) -> Result<Option<Value>, CniError> {
     let path = env.netns.as_deref().unwrap_or(Path::new(""));
     let ns = open_netns(path)?;
     match env.command {
@@ -33,7 +33,7 @@ pub async fn run(env: &CniEnv, cni_version: &str) -> Result<Option<Value>, CniEr
                     format!("CNI_NETNS: {} does not exist", path.display()),
                 )
             })?;
-            Netlink::in_netns(&ns, path)?.set_up(LOOPBACK_INDEX).await?;
+            Netlink::in_netns(&ns, path)?.set_up(LOOPBACK_INDEX)?;
             let mut ip = json!({"address": "127.0.0.1/8", "interface": 0});
             if cni_version.starts_with("0.") {
                 ip["version"] = json!("4");
@@ -48,7 +48,7 @@ pub async fn run(env: &CniEnv, cni_version: &str) -> Result<Option<Value>, CniEr
         Command::Del => {
             let Some(ns) = ns else { return Ok(None) };
             match Netlink::in_netns(&ns, path) {
-                Ok(sandbox) => sandbox.set_down(LOOPBACK_INDEX).await?,
+                Ok(sandbox) => sandbox.set_down(LOOPBACK_INDEX)?,
                 Err(NetlinkError::EnterNetns { .. }) => {}
                 Err(e) => return Err(e.into()),
             }
@@ -61,7 +61,7 @@ pub async fn run(env: &CniEnv, cni_version: &str) -> Result<Option<Value>, CniEr
                     format!("CNI_NETNS: {} does not exist", path.display()),
                 )
             })?;
-            let lo = Netlink::in_netns(&ns, path)?.link("lo").await?;
+            let lo = Netlink::in_netns(&ns, path)?.link("lo")?;
             if !lo.is_some_and(|l| l.up) {
                 return Err(CniError::new(
                     ErrorCode::CheckMismatch,

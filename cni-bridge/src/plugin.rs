@@ -7,6 +7,9 @@
 //! - A failed ADD undoes what it did (veth, reservation, masquerade rules).
 //! - DEL never fails because something is already gone: a missing netns, a
 //!   missing veth and a missing reservation are all success.
+//! - When DEL returns, the attachment is out of service and its names and
+//!   address are free; only the kernel's unregister of the veth may still be
+//!   running, in a background process (see [`crate::retire`]).
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -21,8 +24,11 @@ use crate::error::{CniError, ErrorCode};
 use crate::ipam::Store;
 use crate::iptables;
 use crate::loopback::{self, LOOPBACK_INDEX};
-use crate::netlink::{open_netns, Netlink, NetlinkError};
+use crate::netlink::{
+    first_link, open_netns, Link, Netlink, NetlinkError, Request, EADDRNOTAVAIL, EEXIST, ENODEV,
+};
 use crate::result::{version_json, CniResult, Interface, IpConfig};
+use crate::retire;
 
 /// A failed command: the error plus the version its JSON must be stamped with.
 #[derive(Debug)]
@@ -70,30 +76,20 @@ pub fn run(vars: &HashMap<String, String>, stdin: &[u8]) -> Result<Option<Value>
         Some(_) => None,
         None => Some(NetConf::parse(stdin).map_err(|e| fail(e.into()))?),
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .build()
-        .map_err(|e| {
-            fail(CniError::new(
-                ErrorCode::IoFailure,
-                format!("starting runtime: {e}"),
-            ))
-        })?;
-    runtime
-        .block_on(async {
-            let Some(conf) = &conf else {
-                let version = asked_version.clone().unwrap_or_else(latest);
-                return loopback::run(&env, &version).await;
-            };
-            match env.command {
-                Command::Add => add(&env, conf).await.map(Some),
-                Command::Del => del(&env, conf).await.map(|()| None),
-                Command::Check => check(&env, conf).await.map(|()| None),
-                Command::Gc => gc(conf).await.map(|()| None),
-                Command::Status | Command::Version => Ok(None),
-            }
-        })
-        .map_err(fail)
+    let outcome = match &conf {
+        None => {
+            let version = asked_version.clone().unwrap_or_else(latest);
+            loopback::run(&env, &version)
+        }
+        Some(conf) => match env.command {
+            Command::Add => add(&env, conf).map(Some),
+            Command::Del => del(&env, conf).map(|()| None),
+            Command::Check => check(&env, conf).map(|()| None),
+            Command::Gc => gc(conf).map(|()| None),
+            Command::Status | Command::Version => Ok(None),
+        },
+    };
+    outcome.map_err(fail)
 }
 
 /// The node-side veth name: stable per (network, container, ifname), so DEL
@@ -114,7 +110,7 @@ fn enable_ip_forward() -> Result<(), CniError> {
     Ok(())
 }
 
-async fn add(env: &CniEnv, conf: &NetConf) -> Result<Value, CniError> {
+fn add(env: &CniEnv, conf: &NetConf) -> Result<Value, CniError> {
     let netns_path = env.netns.as_deref().unwrap_or(Path::new(""));
     let sandbox_ns = open_netns(netns_path)?.ok_or_else(|| {
         CniError::new(
@@ -123,116 +119,161 @@ async fn add(env: &CniEnv, conf: &NetConf) -> Result<Value, CniError> {
         )
     })?;
     let range = &conf.ipam.range;
+    let gateway = if conf.is_gateway {
+        Some(
+            Ipv4Net::new(range.gateway, range.subnet.prefix_len()).map_err(|e| {
+                CniError::new(
+                    ErrorCode::InvalidNetworkConfig,
+                    format!("ipam.gateway: {e}"),
+                )
+            })?,
+        )
+    } else {
+        None
+    };
     let host = Netlink::host()?;
-    let bridge = host
-        .ensure_bridge(&conf.bridge, conf.mtu, conf.promisc_mode)
-        .await?;
-    if conf.is_gateway {
-        let gw = Ipv4Net::new(range.gateway, range.subnet.prefix_len()).map_err(|e| {
-            CniError::new(
-                ErrorCode::InvalidNetworkConfig,
-                format!("ipam.gateway: {e}"),
-            )
-        })?;
-        host.add_address(bridge.index, gw).await?;
-        enable_ip_forward()?;
-    }
+    let bridge = host.ensure_bridge(&conf.bridge, conf.mtu, conf.promisc_mode)?;
 
     let store = Store::new(&conf.ipam.data_dir);
     let ip = store.allocate(range, &env.container_id, &env.ifname)?;
     let veth = host_veth_name(&conf.name, &env.container_id, &env.ifname);
+    let sandbox = Sandbox {
+        ns: &sandbox_ns,
+        path: netns_path,
+    };
+    // The rules only match the pod's address, so they can go in while the veth is made.
+    let mut masq = conf
+        .ip_masq
+        .then(|| iptables::start_setup(&conf.name, &env.container_id, ip, range.subnet));
     match attach(
-        env,
-        conf,
-        &host,
-        bridge.index,
-        &sandbox_ns,
-        netns_path,
-        &veth,
-        ip,
-    )
-    .await
-    {
+        env, conf, &host, &bridge, gateway, sandbox, &veth, ip, &mut masq,
+    ) {
         Ok(result) => Ok(result.to_json()),
         Err(e) => {
             // Undo in reverse order; the original error is what the runtime needs to see.
+            if let Some(Ok(setup)) = masq.take() {
+                let _ = setup.wait();
+            }
             if conf.ip_masq {
                 let _ = iptables::teardown_masquerade(&conf.name, &env.container_id, &[ip]);
             }
-            let _ = host.delete_link(&veth).await;
+            let _ = host.delete_link(&veth);
             let _ = store.release(&env.container_id, &env.ifname);
             Err(e)
         }
     }
 }
 
+/// The pod's network namespace: the open file and the path it came from.
+struct Sandbox<'a> {
+    ns: &'a std::fs::File,
+    path: &'a Path,
+}
+
+/// Plugs the pod in with two batches of netlink requests, one per
+/// namespace, so ADD costs two round trips beyond finding the bridge.
 #[allow(clippy::too_many_arguments)]
-async fn attach(
+fn attach(
     env: &CniEnv,
     conf: &NetConf,
     host: &Netlink,
-    bridge_index: u32,
-    sandbox_ns: &std::fs::File,
-    netns_path: &Path,
+    bridge: &Link,
+    gateway: Option<Ipv4Net>,
+    sandbox: Sandbox<'_>,
     veth: &str,
     ip: Ipv4Addr,
+    masq: &mut Option<Result<iptables::Restore, iptables::IptablesError>>,
 ) -> Result<CniResult, CniError> {
     let range = &conf.ipam.range;
-    host.create_veth(veth, &env.ifname, sandbox_ns, bridge_index, conf.mtu)
-        .await?;
-    let host_end = host.link(veth).await?.ok_or_else(|| {
-        CniError::new(
-            ErrorCode::IoFailure,
-            format!("veth {veth} vanished after creation"),
-        )
-    })?;
+    let mut node_side = Vec::new();
+    if let Some(gw) = gateway {
+        node_side.push(Request::add_address(bridge.index, gw).tolerate(&[EEXIST]));
+    }
+    node_side.push(Request::new_veth(
+        veth,
+        &env.ifname,
+        sandbox.ns,
+        bridge.index,
+        conf.mtu,
+    ));
     if conf.hairpin_mode {
-        host.set_hairpin(host_end.index, true).await?;
+        node_side.push(Request::set_hairpin(veth, true));
+    }
+    node_side.push(Request::get_link(veth));
+    // The bridge takes the lowest port MAC, so it is read after the port was added.
+    node_side.push(Request::get_link_by_index(bridge.index));
+    let mut answers = host.batch(node_side).map_err(|e| match e {
+        NetlinkError::Request {
+            step: "create veth",
+            ..
+        } if e.errno() == Some(EEXIST) => NetlinkError::InterfaceExists {
+            name: format!("{veth} or {}", env.ifname),
+            place: "the node or the sandbox",
+        },
+        e => e,
+    })?;
+    let bridge_now = answers.pop().as_deref().and_then(first_link);
+    let host_end = answers.pop().as_deref().and_then(first_link);
+    let (Some(bridge_now), Some(host_end)) = (bridge_now, host_end) else {
+        return Err(CniError::new(
+            ErrorCode::IoFailure,
+            format!(
+                "veth {veth} or bridge {} vanished after creation",
+                conf.bridge
+            ),
+        ));
+    };
+    let pod_index = host_end.peer_index.ok_or_else(|| {
+        CniError::new(ErrorCode::IoFailure, format!("veth {veth} reports no peer"))
+    })?;
+    if gateway.is_some() {
+        enable_ip_forward()?;
     }
 
-    let sandbox = Netlink::in_netns(sandbox_ns, netns_path)?;
-    sandbox.set_up(LOOPBACK_INDEX).await?;
-    let pod_end = sandbox.link(&env.ifname).await?.ok_or_else(|| {
-        CniError::new(
-            ErrorCode::IoFailure,
-            format!("{} vanished from the sandbox", env.ifname),
-        )
-    })?;
     let address = Ipv4Net::new(ip, range.subnet.prefix_len())
         .map_err(|e| CniError::new(ErrorCode::InvalidNetworkConfig, format!("ipam.subnet: {e}")))?;
-    sandbox.add_address(pod_end.index, address).await?;
-    // Up before routes: a gateway is only reachable once the link's subnet route exists.
-    sandbox.set_up(pod_end.index).await?;
-
     let mut routes: Vec<(Ipv4Net, Option<Ipv4Addr>)> =
         conf.ipam.routes.iter().map(|r| (r.dst, r.gw)).collect();
     let default_route = Ipv4Net::default();
     if conf.is_default_gateway && !routes.iter().any(|(dst, _)| *dst == default_route) {
         routes.push((default_route, Some(range.gateway)));
     }
+    let mut pod_side = vec![
+        Request::set_state(LOOPBACK_INDEX, true, None),
+        Request::add_address(pod_index, address).tolerate(&[EEXIST]),
+        // Up before routes: a gateway is only reachable once the link's subnet route exists.
+        Request::set_state(pod_index, true, None),
+    ];
     for (dst, gw) in &routes {
-        sandbox
-            .add_route(*dst, gw.unwrap_or(range.gateway), pod_end.index)
-            .await?;
+        pod_side.push(
+            Request::add_route(*dst, gw.unwrap_or(range.gateway), pod_index).tolerate(&[EEXIST]),
+        );
+    }
+    pod_side.push(Request::get_link_by_index(pod_index));
+    let pod = Netlink::in_netns(sandbox.ns, sandbox.path)?;
+    let pod_end = pod
+        .batch(pod_side)?
+        .pop()
+        .as_deref()
+        .and_then(first_link)
+        .filter(|l| l.name == env.ifname)
+        .ok_or_else(|| {
+            CniError::new(
+                ErrorCode::IoFailure,
+                format!("{} vanished from the sandbox", env.ifname),
+            )
+        })?;
+
+    if let Some(setup) = masq.take() {
+        setup?.wait()?;
     }
 
-    if conf.ip_masq {
-        iptables::setup_masquerade(&conf.name, &env.container_id, ip, range.subnet)?;
-    }
-
-    // The bridge takes the lowest port MAC, so read it after the port was added.
-    let bridge = host.link(&conf.bridge).await?.ok_or_else(|| {
-        CniError::new(
-            ErrorCode::IoFailure,
-            format!("bridge {} vanished", conf.bridge),
-        )
-    })?;
     Ok(CniResult {
         cni_version: conf.cni_version.clone(),
         interfaces: vec![
             Interface {
-                name: bridge.name,
-                mac: bridge.mac,
+                name: bridge_now.name,
+                mac: bridge_now.mac,
                 sandbox: None,
             },
             Interface {
@@ -243,7 +284,7 @@ async fn attach(
             Interface {
                 name: env.ifname.clone(),
                 mac: pod_end.mac,
-                sandbox: Some(netns_path.display().to_string()),
+                sandbox: Some(sandbox.path.display().to_string()),
             },
         ],
         ips: vec![IpConfig {
@@ -256,41 +297,112 @@ async fn attach(
     })
 }
 
-async fn del(env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
+/// Detaches the pod. The veth is retired (see [`crate::retire`]): out of
+/// service and renamed before DEL returns, unregistered by a background
+/// process, because the kernel's unregister takes far longer than the rest
+/// of DEL.
+fn del(env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
+    // First, while the process has no open files (see retire).
+    let unregisterer = retire::Unregisterer::fork();
     let host = Netlink::host()?;
     let veth = host_veth_name(&conf.name, &env.container_id, &env.ifname);
-    // Deleting either end of a veth deletes both; the node end needs no netns.
-    if !host.delete_link(&veth).await? {
-        if let Some(path) = env.netns.as_deref() {
-            delete_in_sandbox(path, &env.ifname).await?;
-        }
-    }
     let store = Store::new(&conf.ipam.data_dir);
-    if conf.ip_masq {
-        let ips = store.lookup(&env.container_id, &env.ifname)?;
-        iptables::teardown_masquerade(&conf.name, &env.container_id, &ips)?;
+    let ips = store.lookup(&env.container_id, &env.ifname)?;
+    // Removing rules waits on the kernel, not on the CPU; the veth is retired meanwhile.
+    let masq = conf
+        .ip_masq
+        .then(|| iptables::start_teardown(&conf.name, &env.container_id, &ips));
+    let retired = retire_veth(env, conf, &host, unregisterer, &veth, &ips);
+    if let Some(started) = masq {
+        iptables::finish_teardown(started, &conf.name, &env.container_id)?;
     }
+    retired?;
     // Released last, so the address cannot be handed out while the old veth still holds it.
     store.release(&env.container_id, &env.ifname)?;
     Ok(())
 }
 
-/// Removes `ifname` from the sandbox if both still exist; a sandbox that is
-/// gone (deleted, unmounted, not a netns any more) counts as done.
-async fn delete_in_sandbox(path: &Path, ifname: &str) -> Result<(), CniError> {
-    let Some(ns) = open_netns(path)? else {
-        return Ok(());
+/// Takes the veth out of service on both sides and hands its unregister to
+/// a background child.
+fn retire_veth(
+    env: &CniEnv,
+    conf: &NetConf,
+    host: &Netlink,
+    unregisterer: std::io::Result<retire::Unregisterer>,
+    veth: &str,
+    ips: &[Ipv4Addr],
+) -> Result<(), CniError> {
+    let host_end = host.link(veth)?;
+    let sandbox = match env.netns.as_deref() {
+        // A sandbox that is gone (deleted, unmounted) counts as done.
+        Some(path) => match open_netns(path)?.map(|ns| Netlink::in_netns(&ns, path)) {
+            Some(Ok(s)) => Some(s),
+            // Not a network namespace (any more): nothing to retire in it.
+            Some(Err(NetlinkError::EnterNetns { .. })) | None => None,
+            Some(Err(e)) => return Err(e.into()),
+        },
+        None => None,
     };
-    let sandbox = match Netlink::in_netns(&ns, path) {
-        Ok(s) => s,
-        Err(NetlinkError::EnterNetns { .. }) => return Ok(()),
-        Err(e) => return Err(e.into()),
-    };
-    sandbox.delete_link(ifname).await?;
+    if let Some(sandbox) = &sandbox {
+        retire_in_sandbox(sandbox, &env.ifname, host_end.as_ref(), ips, conf)?;
+    }
+    if let Some(host_end) = &host_end {
+        // Down is enough to stop forwarding: the bridge disables a port
+        // whose device is down. Leaving the bridge waits for an RCU grace
+        // period, so that is left to the unregister.
+        host.batch(vec![
+            Request::set_state(host_end.index, false, None),
+            Request::rename(host_end.index, &retire::retired_name(host_end.index)),
+        ])?;
+        let handed_over = unregisterer.and_then(|u| u.hand_over(host_end.index));
+        if handed_over.is_err() {
+            // No background child: unregister here, slower but complete.
+            host.request(Request::delete_link(host_end.index).tolerate(&[ENODEV]))?;
+        }
+    }
     Ok(())
 }
 
-async fn check(env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
+/// The sandbox half of DEL. When `ifname` is the peer of the node's veth,
+/// it is set down, loses its addresses and is renamed away, so `ifname` is
+/// free again. When the node's veth is missing, `ifname` is deleted here.
+fn retire_in_sandbox(
+    sandbox: &Netlink,
+    ifname: &str,
+    host_end: Option<&Link>,
+    ips: &[Ipv4Addr],
+    conf: &NetConf,
+) -> Result<(), CniError> {
+    let Some(pod_end) = sandbox.link(ifname)? else {
+        return Ok(());
+    };
+    match host_end {
+        Some(h) if h.peer_index == Some(pod_end.index) => {
+            let prefix = conf.ipam.range.subnet.prefix_len();
+            let mut requests = vec![Request::set_state(pod_end.index, false, None)];
+            for ip in ips {
+                if let Ok(addr) = Ipv4Net::new(*ip, prefix) {
+                    requests.push(
+                        Request::delete_address(pod_end.index, addr).tolerate(&[EADDRNOTAVAIL]),
+                    );
+                }
+            }
+            requests.push(Request::rename(
+                pod_end.index,
+                &retire::retired_name(pod_end.index),
+            ));
+            sandbox.batch(requests)?;
+        }
+        // Some other link of the sandbox's own: not ours to touch.
+        Some(_) => {}
+        None => {
+            sandbox.delete_link(ifname)?;
+        }
+    }
+    Ok(())
+}
+
+fn check(env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
     if matches!(conf.cni_version.as_str(), "0.3.0" | "0.3.1") {
         return Err(CniError::new(
             ErrorCode::IncompatibleVersion,
@@ -337,22 +449,22 @@ async fn check(env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
     }
 
     let host = Netlink::host()?;
-    if host.link(&conf.bridge).await?.is_none() {
+    if host.link(&conf.bridge)?.is_none() {
         return Err(mismatch(format!("bridge {} does not exist", conf.bridge)));
     }
     let veth = host_veth_name(&conf.name, &env.container_id, &env.ifname);
-    if host.link(&veth).await?.is_none() {
+    if host.link(&veth)?.is_none() {
         return Err(mismatch(format!("host veth {veth} does not exist")));
     }
     let sandbox = Netlink::in_netns(&ns, path)?;
-    let pod_end = sandbox.link(&env.ifname).await?.ok_or_else(|| {
+    let pod_end = sandbox.link(&env.ifname)?.ok_or_else(|| {
         mismatch(format!(
             "interface {} does not exist in {}",
             env.ifname,
             path.display()
         ))
     })?;
-    let present = sandbox.addresses(pod_end.index).await?;
+    let present = sandbox.addresses(pod_end.index)?;
     for want in expected {
         if !present.contains(&want) {
             return Err(mismatch(format!("{} lacks address {want}", env.ifname)));
@@ -361,7 +473,7 @@ async fn check(env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
     Ok(())
 }
 
-async fn gc(conf: &NetConf) -> Result<(), CniError> {
+fn gc(conf: &NetConf) -> Result<(), CniError> {
     let Some(valid) = &conf.valid_attachments else {
         // Without the runtime's list we cannot tell what is stale; free nothing.
         return Ok(());
@@ -372,8 +484,7 @@ async fn gc(conf: &NetConf) -> Result<(), CniError> {
     }
     let host = Netlink::host()?;
     for (ip, container_id, ifname) in freed {
-        host.delete_link(&host_veth_name(&conf.name, &container_id, &ifname))
-            .await?;
+        host.delete_link(&host_veth_name(&conf.name, &container_id, &ifname))?;
         if conf.ip_masq {
             iptables::teardown_masquerade(&conf.name, &container_id, &[ip])?;
         }

@@ -613,3 +613,155 @@ fn loopback_type_brings_lo_up_and_down_and_del_tolerates_a_missing_netns() {
     gone.push(("CNI_NETNS", "/var/run/netns/no-such-netns"));
     assert!(node.run_with(PLUGIN, &gone, &conf).ok);
 }
+
+/// Links of a namespace as (name, up, has an IPv4 address), from `ip -o`.
+fn links(ns: &Netns) -> Vec<(String, bool, bool)> {
+    let addrs = ns.stdout(&["ip", "-4", "-o", "addr"]);
+    ns.stdout(&["ip", "-o", "link"])
+        .lines()
+        .filter_map(|l| {
+            let name = l.split(": ").nth(1)?.split('@').next()?.to_string();
+            let flags = l.split('<').nth(1)?.split('>').next()?;
+            let up = flags.split(',').any(|f| f == "UP");
+            let addressed = addrs
+                .lines()
+                .any(|a| a.split_whitespace().nth(1) == Some(name.as_str()));
+            Some((name, up, addressed))
+        })
+        .collect()
+}
+
+/// Polls `condition` every 20 ms for at most `limit`; true once it held.
+fn eventually(limit: std::time::Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if condition() {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn readd_right_after_del_with_the_same_netns_container_and_ifname_succeeds() {
+    let node = Node::new("readd");
+    let pod = Netns::new("pod");
+    let first = node.add("c1", &pod);
+    let veth = first["interfaces"][1]["name"].as_str().unwrap().to_string();
+    assert!(node.del("c1", &pod).ok);
+    // No wait: the old veth may still be being unregistered in the background.
+    let second = node.add("c1", &pod);
+    assert_eq!(second["interfaces"][1]["name"], veth.as_str());
+    assert_eq!(second["interfaces"][2]["name"], "eth0");
+    let addrs = pod.stdout(&["ip", "-4", "-o", "addr", "show", "dev", "eth0"]);
+    assert!(
+        addrs.contains(pod_ip(&second).as_str()),
+        "eth0 carries the new address: {addrs}"
+    );
+    // And once more with another container in the same sandbox.
+    assert!(node.del("c1", &pod).ok);
+    let third = node.add("c2", &pod);
+    let routes = pod.stdout(&["ip", "route"]);
+    assert!(
+        routes.contains("default via 10.88.0.1 dev eth0"),
+        "{routes}"
+    );
+    assert!(node.del("c2", &pod).ok);
+    drop(third);
+}
+
+#[test]
+fn after_del_the_pod_is_unreachable_at_once_and_its_veth_is_gone_shortly_after() {
+    let node = Node::new("gone");
+    let (a, b) = (Netns::new("pa"), Netns::new("pb"));
+    let ip_a = pod_ip(&node.add("ca", &a));
+    let result_b = node.add("cb", &b);
+    let ip_b = pod_ip(&result_b);
+    let veth_b = result_b["interfaces"][1]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let ping = |from: &Netns, to: &str| {
+        from.exec(&["busybox", "ping", "-c", "1", "-W", "1", to])
+            .status
+            .success()
+    };
+    assert!(ping(&a, &ip_b), "b is reachable before DEL");
+
+    assert!(node.del("cb", &b).ok);
+    // Checked before any wait: what DEL itself guarantees.
+    let pod_links = links(&b);
+    assert!(
+        pod_links.iter().all(|(name, _, _)| name != "eth0"),
+        "eth0 is free in the sandbox: {pod_links:?}"
+    );
+    assert!(
+        pod_links
+            .iter()
+            .all(|(name, up, addressed)| name == "lo" || (!up && !addressed)),
+        "whatever is left of the veth in the sandbox is down and has no address: {pod_links:?}"
+    );
+    let node_links = links(&node.ns);
+    assert!(
+        node_links.iter().all(|(name, _, _)| *name != veth_b),
+        "the node end's name is free: {node_links:?}"
+    );
+    assert!(
+        node_links
+            .iter()
+            .filter(|(name, _, _)| name.starts_with("cnidel"))
+            .all(|(_, up, _)| !up),
+        "a retired node end is down: {node_links:?}"
+    );
+    assert!(!ping(&a, &ip_b), "b is unreachable right after DEL");
+    assert!(ping(&b_replacement(&node), &ip_a), "the bridge still works");
+
+    let gone = eventually(std::time::Duration::from_secs(10), || {
+        links(&b).iter().all(|(name, _, _)| name == "lo")
+            && links(&node.ns)
+                .iter()
+                .all(|(name, _, _)| !name.starts_with("cnidel") && *name != veth_b)
+    });
+    assert!(
+        gone,
+        "the veth was unregistered: node {:?}, sandbox {:?}",
+        links(&node.ns),
+        links(&b)
+    );
+}
+
+/// A fresh pod on the node, to show the bridge forwards for the pods that remain.
+fn b_replacement(node: &Node) -> Netns {
+    let pod = Netns::new("pc");
+    node.add("cc", &pod);
+    pod
+}
+
+#[test]
+fn check_after_del_names_the_missing_interface_and_a_second_del_still_succeeds() {
+    let node = Node::new("chkdel");
+    let pod = Netns::new("pod");
+    let mut conf = node.conf();
+    let result = node.cni("ADD", "cd", Some(&pod.path()), &conf).result();
+    let veth = result["interfaces"][1]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(node.cni("DEL", "cd", Some(&pod.path()), &conf).ok);
+
+    conf["prevResult"] = result;
+    let check = node.cni("CHECK", "cd", Some(&pod.path()), &conf);
+    assert_eq!(check.error_code(), 100, "{:?}", check.json);
+    assert!(check.error_msg().contains(&veth), "{}", check.error_msg());
+
+    assert!(node.cni("DEL", "cd", Some(&pod.path()), &conf).ok);
+    let gone = pod.path();
+    drop(pod);
+    assert!(
+        node.cni("DEL", "cd", Some(&gone), &conf).ok,
+        "DEL after the sandbox is gone"
+    );
+}
