@@ -112,8 +112,11 @@ impl Runtime for RemoteRuntime {
             .info)
     }
 
-    async fn list_pod_sandboxes(&self) -> Result<Vec<cri::PodSandbox>> {
-        let req = cri::ListPodSandboxRequest { filter: None };
+    async fn list_pod_sandboxes(
+        &self,
+        filter: Option<cri::PodSandboxFilter>,
+    ) -> Result<Vec<cri::PodSandbox>> {
+        let req = cri::ListPodSandboxRequest { filter };
         let resp = self.runtime.clone().list_pod_sandbox(req).await;
         Ok(resp
             .map_err(|s| RuntimeError::call("ListPodSandbox", s))?
@@ -182,8 +185,11 @@ impl Runtime for RemoteRuntime {
             })
     }
 
-    async fn list_containers(&self) -> Result<Vec<cri::Container>> {
-        let req = cri::ListContainersRequest { filter: None };
+    async fn list_containers(
+        &self,
+        filter: Option<cri::ContainerFilter>,
+    ) -> Result<Vec<cri::Container>> {
+        let req = cri::ListContainersRequest { filter };
         let resp = self.runtime.clone().list_containers(req).await;
         Ok(resp
             .map_err(|s| RuntimeError::call("ListContainers", s))?

@@ -294,9 +294,10 @@ async fn liveness_failure_past_threshold_kills_the_container_and_the_pod_worker_
     pass(3.0).await;
     assert_eq!(exec_calls(&s.rt, "alive"), probes_before);
 
-    // The pod worker restarts it (the first restart is immediate); the new
-    // container gets a fresh liveness worker.
+    // The relist notices the kill, the pod worker restarts it (the first
+    // restart is immediate); the new container gets a fresh liveness worker.
     cmds.set("alive", 0);
+    s.worker.pleg().relist().await.unwrap();
     let st = status(s.worker.sync_pod(&pod).await.unwrap());
     let c = app(&st);
     assert_eq!(c.restart_count, 1);
