@@ -63,7 +63,10 @@ pub enum RunError {
 /// `shutdown`. The apiserver (`--kubeconfig`) is dialled in the background
 /// until it answers: static pods do not wait for it.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
-    let runtime = Arc::new(cri::RemoteRuntime::connect(&config.runtime_endpoint)?);
+    let runtime = Arc::new(
+        cri::RemoteRuntime::connect(&config.runtime_endpoint)?
+            .with_request_timeout(config.runtime_request_timeout),
+    );
     let kubeconfig = config.kubeconfig.clone();
     run_with_connector(
         config,

@@ -13,7 +13,7 @@ mod remote;
 
 pub(crate) use fake::now_ns;
 pub use fake::FakeRuntime;
-pub use remote::RemoteRuntime;
+pub use remote::{RemoteRuntime, DEFAULT_RUNTIME_REQUEST_TIMEOUT};
 
 use k8s_cri::v1 as cri;
 
@@ -26,6 +26,11 @@ pub enum RuntimeError {
     Connect { endpoint: String, message: String },
     #[error("CRI {op} failed: {message}")]
     Call { op: &'static str, message: String },
+    #[error("CRI {op} did not answer within {after:?} (runtimeRequestTimeout)")]
+    Timeout {
+        op: &'static str,
+        after: std::time::Duration,
+    },
 }
 
 impl RuntimeError {
