@@ -3,8 +3,10 @@
 //! call to the moment a watch on the API shows it Running with every
 //! container running. Prints p50, p99 and max, where the time went (from
 //! the kubelet's log: create → sandbox up, sandbox → container started,
-//! container started → Running seen through the API), and the kubelet's
-//! RSS with the 30 pods running.
+//! container started → Running seen through the API), the CPU time the
+//! kubelet and the node's containerd used while the pods started and then
+//! per second over 10 s with them all running (the steady relist cost), and
+//! the kubelet's RSS with the 30 pods running.
 //!
 //! `cargo build --release -p ferrokube-cni-bridge && cargo bench -p kubelet --bench pod_startup -- [pods]`
 //! (default 30). Needs root (the rig: a network namespace, containerd, runc).
@@ -21,6 +23,33 @@ use k8s_openapi::api::core::v1::Pod;
 use support::Rig;
 
 const TIMEOUT: Duration = Duration::from_secs(120);
+/// How long the steady cost (everything running, nothing changing) is sampled.
+const STEADY_WINDOW: Duration = Duration::from_secs(10);
+
+/// CPU time (user + system) of a process so far, from `/proc/<pid>/stat`.
+fn cpu_time(pid: u32) -> Duration {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return Duration::ZERO;
+    };
+    // Fields after the parenthesised command name; utime and stime are the
+    // 14th and 15th fields of the whole line.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i)?.parse::<u64>().ok())
+        .sum();
+    Duration::from_secs_f64(ticks as f64 / clock_ticks_per_second())
+}
+
+fn clock_ticks_per_second() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
 
 fn all_running(p: &Pod) -> bool {
     let Some(s) = &p.status else { return false };
@@ -77,6 +106,13 @@ async fn run(pods: usize) {
         .watch::<Pod>("default", &WatchParams::default())
         .await
         .unwrap();
+    let kubelet_pid = node.kubelet_pid().expect("the kubelet runs");
+    let containerd_pid: u32 = std::fs::read_to_string(node.containerd_dir().join("containerd.pid"))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .expect("containerd.pid");
+    let cpu = || (cpu_time(kubelet_pid), cpu_time(containerd_pid));
+    let cpu_before = cpu();
     let started = Instant::now();
     let creates = (0..pods).map(|i| {
         let client = client.clone();
@@ -130,6 +166,9 @@ async fn run(pods: usize) {
         }
     }
     let all = started.elapsed();
+    let cpu_started = cpu();
+    tokio::time::sleep(STEADY_WINDOW).await;
+    let cpu_steady = cpu();
     let rss = node.kubelet_pid().map_or(0.0, rss_mib);
     let mut sorted: Vec<Duration> = latencies.into_values().collect();
     sorted.sort();
@@ -176,6 +215,17 @@ async fn run(pods: usize) {
             ms(percentile(&v, 0.99))
         );
     }
+    println!(
+        "  CPU while starting: kubelet {}, containerd {}",
+        ms(cpu_started.0 - cpu_before.0),
+        ms(cpu_started.1 - cpu_before.1)
+    );
+    let per_second = |d: Duration| ms(d.div_f64(STEADY_WINDOW.as_secs_f64()));
+    println!(
+        "  CPU per second with {pods} pods running (over {STEADY_WINDOW:?}): kubelet {}, containerd {}",
+        per_second(cpu_steady.0 - cpu_started.0),
+        per_second(cpu_steady.1 - cpu_started.1)
+    );
     println!("  kubelet RSS with {pods} pods running: {rss:.1} MiB");
 }
 

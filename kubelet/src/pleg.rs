@@ -134,8 +134,8 @@ struct Entry {
 #[derive(Default)]
 struct Cache {
     pods: HashMap<String, Entry>,
-    /// Sandbox IPs by sandbox id (fixed for a sandbox's life).
-    sandbox_ips: HashMap<String, Option<String>>,
+    /// Sandbox IPs (primary first) by sandbox id (fixed for a sandbox's life).
+    sandbox_ips: HashMap<String, Vec<String>>,
     /// Whether a relist has completed: from then on a pod missing from
     /// `pods` has nothing in the runtime.
     relisted: bool,
@@ -363,26 +363,32 @@ impl<R: Runtime> Pleg<R> {
         Ok(state)
     }
 
-    /// The IP of a sandbox (asked of the runtime once per sandbox).
-    pub async fn sandbox_ip(&self, sandbox_id: &str) -> Result<Option<String>, RuntimeError> {
-        if let Some(ip) = self.cache.lock().unwrap().sandbox_ips.get(sandbox_id) {
-            return Ok(ip.clone());
+    /// A sandbox's IPs, primary first (asked of the runtime once per
+    /// sandbox: the pod's status and its containers' environment share it).
+    pub async fn sandbox_ips(&self, sandbox_id: &str) -> Result<Vec<String>, RuntimeError> {
+        if let Some(ips) = self.cache.lock().unwrap().sandbox_ips.get(sandbox_id) {
+            return Ok(ips.clone());
         }
-        let ip = self
+        let ips: Vec<String> = self
             .runtime
             .pod_sandbox_status(sandbox_id)
             .await?
             .network
-            .map(|n| n.ip)
-            .filter(|ip| !ip.is_empty());
-        if ip.is_some() {
+            .map(|n| {
+                std::iter::once(n.ip)
+                    .chain(n.additional_ips.into_iter().map(|i| i.ip))
+                    .filter(|ip| !ip.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !ips.is_empty() {
             self.cache
                 .lock()
                 .unwrap()
                 .sandbox_ips
-                .insert(sandbox_id.to_string(), ip.clone());
+                .insert(sandbox_id.to_string(), ips.clone());
         }
-        Ok(ip)
+        Ok(ips)
     }
 
     /// The listed sandboxes (newest attempt first) and containers, each

@@ -132,6 +132,8 @@ async fn status_reported_after_starting_containers_is_fresh_not_the_cached_relis
     assert_eq!(s.phase.as_deref(), Some("Running"));
     assert!(running(&s));
     assert!(s.pod_ip.is_some());
+    // The sandbox's IP was asked once, for the environment and the status.
+    assert_eq!(rt.reads("PodSandboxStatus"), 1);
     // What it reported is what is cached, so the next relist is quiet.
     assert!(w.pleg().relist().await.unwrap().changed.is_empty());
 }

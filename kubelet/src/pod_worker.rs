@@ -328,7 +328,7 @@ impl<R: Runtime> PodWorker<R> {
         let ip = if spec.host_network == Some(true) {
             Some(self.settings.host_ip.clone())
         } else {
-            self.pleg.sandbox_ip(&sandbox_id).await?
+            self.pleg.sandbox_ips(&sandbox_id).await?.into_iter().next()
         };
         let probed = match &self.probes {
             Some(probes) => {
