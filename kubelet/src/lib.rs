@@ -364,7 +364,7 @@ type SyncDone = (String, bool);
 /// Runs the pods. Every `relist_every` the runtime is relisted once for all
 /// pods ([`pleg::Pleg::relist`]); the pods whose containers changed state,
 /// and those not yet steady, are synced then. A pod the API changed is
-/// synced at once; every pod is synced when a probe result changed and
+/// synced at once (a static pod when its mirror pod changed); every pod is synced when a probe result changed and
 /// every `resync_every` (`syncFrequency`, which also refreshes projected
 /// volumes). Static pods run from the start, API pods once their list is
 /// in (mirror pods excepted: their static pod is what runs). After each
@@ -399,6 +399,8 @@ async fn sync_loop<R: Runtime>(
     // synced at least once.
     let mut synced_at: HashMap<String, String> = HashMap::new();
     let mut statics_seen: HashSet<String> = HashSet::new();
+    // The mirror pod (uid/resourceVersion) each static pod was synced with.
+    let mut mirrors_seen: HashMap<String, String> = HashMap::new();
     loop {
         let mut relist_now = false;
         let wanted = tokio::select! {
@@ -435,14 +437,15 @@ async fn sync_loop<R: Runtime>(
         };
         let client = api.get().cloned().filter(|_| store.is_synced());
         let static_pods = statics.pods();
-        let api_pods: Vec<Arc<Pod>> = match &client {
-            Some(_) => store
-                .list()
-                .into_iter()
-                .filter(|p| !mirror_pod::is_mirror_pod(p))
-                .collect(),
+        let all_api_pods: Vec<Arc<Pod>> = match &client {
+            Some(_) => store.list(),
             None => Vec::new(),
         };
+        let api_pods: Vec<Arc<Pod>> = all_api_pods
+            .iter()
+            .filter(|p| !mirror_pod::is_mirror_pod(p))
+            .cloned()
+            .collect();
         let static_live: HashSet<String> = static_pods
             .iter()
             .filter_map(|p| p.metadata.uid.clone())
@@ -456,6 +459,7 @@ async fn sync_loop<R: Runtime>(
             again.retain(|uid| live.contains(uid));
         }
         statics_seen.retain(|uid| static_live.contains(uid));
+        mirrors_seen.retain(|uid, _| static_live.contains(uid));
         if relist_now && !relisting {
             relisting = true;
             tokio::spawn(relist_and_clean_up(
@@ -477,7 +481,18 @@ async fn sync_loop<R: Runtime>(
             let Some(uid) = pod.metadata.uid.clone() else {
                 continue;
             };
-            if !wants(&uid) && statics_seen.contains(&uid) {
+            // A new or changed mirror pod (e.g. recreated after a delete)
+            // is shown the static pod's status by its sync.
+            let mirror = mirror_pod::current_mirror(&pod, &all_api_pods).map(|m| {
+                let meta = &m.metadata;
+                format!(
+                    "{}/{}",
+                    meta.uid.as_deref().unwrap_or_default(),
+                    meta.resource_version.as_deref().unwrap_or_default()
+                )
+            });
+            let mirror_changed = mirror.is_some() && mirrors_seen.get(&uid) != mirror.as_ref();
+            if !wants(&uid) && statics_seen.contains(&uid) && !mirror_changed {
                 continue;
             }
             if in_flight.contains(&uid) {
@@ -485,6 +500,9 @@ async fn sync_loop<R: Runtime>(
                 continue;
             }
             statics_seen.insert(uid.clone());
+            if let Some(mirror) = mirror {
+                mirrors_seen.insert(uid.clone(), mirror);
+            }
             in_flight.insert(uid.clone());
             let (worker, client, store, statics, done) = (
                 worker.clone(),
