@@ -5,7 +5,9 @@
 //! is dialled through a [`Dialer`] (the pod's kubelet); the data stream
 //! carries the connection's bytes both ways, and the error stream the text
 //! of a failure. Both streams are closed (FIN) when the pod's side is done.
-//! The session is transport-neutral: bytes in, bytes out (a WebSocket tunnel
+//! A pair whose other half does not arrive within
+//! [`STREAM_CREATION_TIMEOUT`] is given up, as upstream's kubelet does: the
+//! error stream (if it came) says so, and what came is closed. The session is transport-neutral: bytes in, bytes out (a WebSocket tunnel
 //! or an upgraded HTTP/1.1 connection). Entry point: [`serve`].
 
 use std::collections::HashMap;
@@ -16,6 +18,11 @@ use futures::stream::BoxStream;
 use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
+use tokio::time::{Duration, Instant};
+
+/// How long the first stream of a pair waits for the other (upstream's
+/// streaming server `StreamCreationTimeout`).
+pub const STREAM_CREATION_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// `X-Stream-Protocol-Version` of the port-forward protocol.
 pub const PROTOCOL_V1: &str = "portforward.k8s.io";
@@ -62,8 +69,9 @@ enum Inbound {
 }
 
 /// A pair waiting for its other half.
-#[derive(Default)]
 struct PendingPair {
+    /// When the pair is given up (its first stream plus the timeout).
+    deadline: Instant,
     port: Option<u16>,
     error_stream: Option<u32>,
     data_stream: Option<(u32, mpsc::UnboundedReceiver<Inbound>)>,
@@ -103,7 +111,18 @@ pub async fn serve(
     let mut data_streams: HashMap<u32, mpsc::UnboundedSender<Inbound>> = HashMap::new();
     let mut pending: HashMap<String, PendingPair> = HashMap::new();
     let mut forwards = JoinSet::new();
-    'session: while let Some(chunk) = incoming.recv().await {
+    'session: loop {
+        let next_deadline = pending.values().map(|p| p.deadline).min();
+        let chunk = tokio::select! {
+            chunk = incoming.recv() => match chunk {
+                Some(chunk) => chunk,
+                None => break 'session,
+            },
+            _ = tokio::time::sleep_until(next_deadline.unwrap_or_else(Instant::now)), if next_deadline.is_some() => {
+                give_up_pairs(&mut pending, &mut data_streams, &frames).await;
+                continue 'session;
+            }
+        };
         // Forget finished connections; a session may carry many.
         while forwards.try_join_next().is_some() {}
         buf.extend_from_slice(&chunk);
@@ -159,7 +178,14 @@ pub async fn serve(
                         }
                         None => stream_id.to_string(),
                     };
-                    let pair = pending.entry(request_id.clone()).or_default();
+                    let pair = pending
+                        .entry(request_id.clone())
+                        .or_insert_with(|| PendingPair {
+                            deadline: Instant::now() + STREAM_CREATION_TIMEOUT,
+                            port: None,
+                            error_stream: None,
+                            data_stream: None,
+                        });
                     pair.port = port;
                     if stream_type == STREAM_TYPE_ERROR {
                         pair.error_stream = Some(stream_id);
@@ -227,6 +253,43 @@ pub async fn serve(
     forwards.abort_all();
     drop(frames);
     let _ = writer.await;
+}
+
+/// Gives up the pairs whose other half did not come in time: the error
+/// stream tells why, and the streams that came are closed.
+async fn give_up_pairs(
+    pending: &mut HashMap<String, PendingPair>,
+    data_streams: &mut HashMap<u32, mpsc::UnboundedSender<Inbound>>,
+    frames: &mpsc::Sender<Frame>,
+) {
+    let now = Instant::now();
+    let expired: Vec<String> = pending
+        .iter()
+        .filter(|(_, p)| p.deadline <= now)
+        .map(|(id, _)| id.clone())
+        .collect();
+    for request_id in expired {
+        let Some(pair) = pending.remove(&request_id) else {
+            continue;
+        };
+        let message = format!("(request={request_id}) timed out waiting for streams");
+        tracing::debug!(%message, "port-forward: giving up a stream pair");
+        let data = |stream_id, flags, data| Frame::Data {
+            stream_id,
+            flags,
+            data,
+        };
+        if let Some(error_stream) = pair.error_stream {
+            let _ = frames
+                .send(data(error_stream, 0, message.into_bytes()))
+                .await;
+            let _ = frames.send(data(error_stream, FLAG_FIN, vec![])).await;
+        }
+        if let Some((data_stream, _)) = pair.data_stream {
+            data_streams.remove(&data_stream);
+            let _ = frames.send(data(data_stream, FLAG_FIN, vec![])).await;
+        }
+    }
 }
 
 /// One forwarded connection: dial, then relay until the pod's side is done.
@@ -461,6 +524,49 @@ mod tests {
                 status: spdy::RST_PROTOCOL_ERROR
             })
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_half_pair_is_given_up_after_the_stream_creation_timeout() {
+        let mut c = Client::start();
+        c.open(1, "error", "80", "9").await;
+        assert!(matches!(
+            c.next().await,
+            Some(Frame::SynReply { stream_id: 1, .. })
+        ));
+        // The data stream never comes: the error stream says so and closes.
+        let started = Instant::now();
+        let got = tokio::time::timeout(2 * STREAM_CREATION_TIMEOUT, c.until_closed([1, 1]))
+            .await
+            .expect("the half pair is given up");
+        assert!(started.elapsed() >= STREAM_CREATION_TIMEOUT);
+        assert_eq!(
+            String::from_utf8_lossy(&got[&1]),
+            "(request=9) timed out waiting for streams"
+        );
+        // The session goes on: a later pair still works.
+        c.open(5, "error", "80", "10").await;
+        c.open(7, "data", "80", "10").await;
+        c.send(Frame::Data {
+            stream_id: 7,
+            flags: FLAG_FIN,
+            data: b"hi".to_vec(),
+        })
+        .await;
+        let got = c.until_closed([5, 7]).await;
+        assert_eq!(got[&7], b"echo:hi");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lone_data_stream_is_closed_after_the_stream_creation_timeout() {
+        let mut c = Client::start();
+        c.open(3, "data", "80", "4").await;
+        let started = Instant::now();
+        let got = tokio::time::timeout(2 * STREAM_CREATION_TIMEOUT, c.until_closed([3, 3]))
+            .await
+            .expect("the lone data stream is closed");
+        assert!(started.elapsed() >= STREAM_CREATION_TIMEOUT);
+        assert!(got.get(&3).is_none_or(|d| d.is_empty()));
     }
 
     #[tokio::test]

@@ -74,6 +74,10 @@ pub struct Flags {
     pub tls_cert_file: Option<PathBuf>,
     #[arg(long)]
     pub tls_private_key_file: Option<PathBuf>,
+    /// Bound on every runtime call except image pulls, e.g. `2m` (overrides
+    /// `runtimeRequestTimeout`; default 2m).
+    #[arg(long)]
+    pub runtime_request_timeout: Option<String>,
 }
 
 /// `authentication` of the KubeletConfiguration (only `x509.clientCAFile`
@@ -108,6 +112,7 @@ pub struct KubeletConfiguration {
     pub pod_cidr: Option<String>,
     pub node_status_update_frequency: Option<String>,
     pub sync_frequency: Option<String>,
+    pub runtime_request_timeout: Option<String>,
     pub cgroup_driver: Option<String>,
     pub pod_logs_dir: Option<String>,
     pub address: Option<String>,
@@ -146,8 +151,13 @@ pub struct Config {
     pub max_pods: i64,
     pub pod_cidr: Option<String>,
     pub node_status_update_frequency: Duration,
-    /// How often every pod is re-synced against the runtime (the relist).
+    /// How often every pod is synced even when nothing about it changed
+    /// (and projected volumes refreshed); the runtime itself is relisted
+    /// every second ([`crate::RELIST_PERIOD`]) or this, if shorter.
     pub sync_frequency: Duration,
+    /// Bound on runtime calls (`runtimeRequestTimeout`; see
+    /// [`crate::cri::RemoteRuntime`] for which calls get more or none).
+    pub runtime_request_timeout: Duration,
     /// First CrashLoopBackOff delay; doubles up to [`Config::backoff_max`].
     pub backoff_initial: Duration,
     pub backoff_max: Duration,
@@ -338,6 +348,22 @@ pub fn build(flags: Flags, file: KubeletConfiguration) -> Result<Config, ConfigE
             })
         }
     };
+    let runtime_request_timeout = match &flags.runtime_request_timeout {
+        Some(v) => match parse_duration(v) {
+            Some(d) if !d.is_zero() => d,
+            _ => {
+                return Err(ConfigError::InvalidFlag {
+                    flag: "--runtime-request-timeout",
+                    message: format!("{v:?} is not a positive duration like \"2m\" or \"30s\""),
+                })
+            }
+        },
+        None => duration_field(
+            "runtimeRequestTimeout",
+            file.runtime_request_timeout.as_deref(),
+            crate::cri::DEFAULT_RUNTIME_REQUEST_TIMEOUT,
+        )?,
+    };
     let node_name = match flags.hostname_override {
         Some(n) if !n.is_empty() => n.to_lowercase(),
         _ => hostname().to_lowercase(),
@@ -378,11 +404,13 @@ pub fn build(flags: Flags, file: KubeletConfiguration) -> Result<Config, ConfigE
             file.node_status_update_frequency.as_deref(),
             Duration::from_secs(10),
         )?,
+        // upstream's default; the relist runs every second regardless.
         sync_frequency: duration_field(
             "syncFrequency",
             file.sync_frequency.as_deref(),
-            Duration::from_secs(1),
+            Duration::from_secs(60),
         )?,
+        runtime_request_timeout,
         backoff_initial: Duration::from_secs(10),
         backoff_max: Duration::from_secs(300),
         lease_duration_seconds: 40,
@@ -488,6 +516,12 @@ mod tests {
             ("clusterDNS: [not-an-ip]\n", "clusterDNS"),
             ("podCIDR: 10.244.0.0\n", "podCIDR"),
             ("syncFrequency: soon\n", "syncFrequency"),
+            ("runtimeRequestTimeout: 0s\n", "runtimeRequestTimeout"),
+            ("runtimeRequestTimeout: -1m\n", "runtimeRequestTimeout"),
+            (
+                "runtimeRequestTimeout: 2 minutes\n",
+                "runtimeRequestTimeout",
+            ),
         ] {
             let file = parse_file(Path::new("k.yaml"), text).unwrap();
             let err = build(flags(&[]), file).unwrap_err();
@@ -542,6 +576,28 @@ mod tests {
         let c = build(flags(&[]), KubeletConfiguration::default()).unwrap();
         assert_eq!(c.server.port, 10250);
         assert_eq!(c.server.client_ca_file, None);
+    }
+
+    #[test]
+    fn runtime_request_timeout_defaults_to_two_minutes_and_the_flag_wins_over_the_file() {
+        let c = build(flags(&[]), KubeletConfiguration::default()).unwrap();
+        assert_eq!(c.runtime_request_timeout, Duration::from_secs(120));
+        let file = parse_file(Path::new("k.yaml"), "runtimeRequestTimeout: 30s\n").unwrap();
+        let c = build(flags(&[]), file.clone()).unwrap();
+        assert_eq!(c.runtime_request_timeout, Duration::from_secs(30));
+        let c = build(flags(&["--runtime-request-timeout=1m30s"]), file.clone()).unwrap();
+        assert_eq!(c.runtime_request_timeout, Duration::from_secs(90));
+        for bad in ["0s", "soon", ""] {
+            let err = build(
+                flags(&[&format!("--runtime-request-timeout={bad}")]),
+                file.clone(),
+            )
+            .unwrap_err();
+            assert!(
+                err.to_string().contains("--runtime-request-timeout"),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]

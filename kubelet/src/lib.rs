@@ -17,6 +17,7 @@ pub mod fieldpath;
 pub mod mirror_pod;
 pub mod node;
 pub mod object_source;
+pub mod pleg;
 pub mod pod_worker;
 pub mod prober;
 pub mod routes;
@@ -29,7 +30,7 @@ pub mod volumes;
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use ferrokube_client::{Client, DeleteParams, ObjectKey, Reflector, Store};
@@ -45,6 +46,9 @@ use static_pods::StaticPods;
 pub const LEASE_RENEW_INTERVAL: Duration = Duration::from_secs(10);
 /// How often the host-gw routes to other nodes' pod CIDRs are reconciled.
 pub const ROUTE_SYNC_INTERVAL: Duration = Duration::from_secs(2);
+/// How often the runtime is relisted for all pods (upstream's PLEG relist
+/// period).
+pub const RELIST_PERIOD: Duration = Duration::from_secs(1);
 /// The longest wait between attempts to reach the apiserver.
 const API_RETRY_MAX: Duration = Duration::from_secs(30);
 
@@ -60,7 +64,10 @@ pub enum RunError {
 /// `shutdown`. The apiserver (`--kubeconfig`) is dialled in the background
 /// until it answers: static pods do not wait for it.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
-    let runtime = Arc::new(cri::RemoteRuntime::connect(&config.runtime_endpoint)?);
+    let runtime = Arc::new(
+        cri::RemoteRuntime::connect(&config.runtime_endpoint)?
+            .with_request_timeout(config.runtime_request_timeout),
+    );
     let kubeconfig = config.kubeconfig.clone();
     run_with_connector(
         config,
@@ -191,9 +198,16 @@ pub async fn run_with_connector<R: Runtime>(
         statics.clone(),
     ));
     // The pods: static ones always, API ones once their list is in.
-    let sync_every = config.sync_frequency.min(Duration::from_secs(1));
+    let relist_every = config.sync_frequency.min(RELIST_PERIOD);
     tasks.spawn(sync_loop(
-        worker, volumes, probes, store, api, statics, sync_every,
+        worker,
+        volumes,
+        probes,
+        store,
+        api,
+        statics,
+        relist_every,
+        config.sync_frequency,
     ));
 
     shutdown.await;
@@ -335,10 +349,31 @@ async fn run_api_side<R: Runtime>(
     while tasks.join_next().await.is_some() {}
 }
 
-/// Every `every`: syncs each static pod, and each API pod once the API's
-/// list is in (mirror pods excepted: their static pod is what runs), and
-/// removes sandboxes of pods that are gone — only among static pods until
-/// the API's pods are known, so a restarted kubelet keeps them running.
+/// Which pods a turn of the sync loop syncs.
+#[derive(Debug)]
+enum Wanted {
+    /// Every pod: the periodic resync, or a probe result changed.
+    All,
+    /// These pods (by UID), besides those the API changed.
+    Some(HashSet<String>),
+}
+
+/// A sync task's end: the pod's UID and whether the pod is steady (see
+/// [`is_steady`]); unsteady pods are synced again after every relist.
+type SyncDone = (String, bool);
+
+/// Runs the pods. Every `relist_every` the runtime is relisted once for all
+/// pods ([`pleg::Pleg::relist`]); the pods whose containers changed state,
+/// and those not yet steady, are synced then. A pod the API changed is
+/// synced at once (a static pod when its mirror pod changed); every pod is synced when a probe result changed and
+/// every `resync_every` (`syncFrequency`, which also refreshes projected
+/// volumes). Static pods run from the start, API pods once their list is
+/// in (mirror pods excepted: their static pod is what runs). After each
+/// relist, sandboxes of pods that are gone are removed — only among static
+/// pods until the API's pods are known, so a restarted kubelet keeps them
+/// running. One sync per pod at a time; a pod wanted while its sync runs is
+/// synced again when it ends.
+#[allow(clippy::too_many_arguments)]
 async fn sync_loop<R: Runtime>(
     worker: Arc<PodWorker<R>>,
     volumes: Arc<volumes::VolumeManager>,
@@ -346,32 +381,72 @@ async fn sync_loop<R: Runtime>(
     store: Store<Pod>,
     api: ApiHandle,
     statics: StaticPods,
-    every: Duration,
+    relist_every: Duration,
+    resync_every: Duration,
 ) {
-    let in_flight: Arc<Mutex<HashSet<String>>> = Default::default();
-    let mut tick = tokio::time::interval(every);
+    let mut tick = tokio::time::interval(relist_every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut api_changes = store.subscribe();
-    // The resourceVersion each API pod was last synced at.
+    let (relisted_tx, mut relisted_rx) = tokio::sync::mpsc::unbounded_channel::<HashSet<String>>();
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<SyncDone>();
+    let mut relisting = false;
+    let mut last_resync = tokio::time::Instant::now();
+    // Pods whose sync runs now, and those wanted again meanwhile.
+    let mut in_flight: HashSet<String> = HashSet::new();
+    let mut again: HashSet<String> = HashSet::new();
+    // Pods whose last sync left them unsteady (or failed).
+    let mut unsteady: HashSet<String> = HashSet::new();
+    // The resourceVersion each API pod was last synced at; the static pods
+    // synced at least once.
     let mut synced_at: HashMap<String, String> = HashMap::new();
+    let mut statics_seen: HashSet<String> = HashSet::new();
+    // The mirror pod (uid/resourceVersion) each static pod was synced with.
+    let mut mirrors_seen: HashMap<String, String> = HashMap::new();
     loop {
-        // Every pod on the tick (the relist) and when a probe result changed;
-        // only the pods that changed when the API says so, without waiting.
-        let everything = tokio::select! {
-            _ = tick.tick() => true,
-            _ = probes.changed() => true,
-            _ = api_changes.changed() => false,
+        let mut relist_now = false;
+        let wanted = tokio::select! {
+            _ = tick.tick() => {
+                relist_now = true;
+                if last_resync.elapsed() >= resync_every {
+                    last_resync = tokio::time::Instant::now();
+                    Wanted::All
+                } else {
+                    Wanted::Some(HashSet::new())
+                }
+            }
+            _ = probes.changed() => Wanted::All,
+            _ = api_changes.changed() => Wanted::Some(HashSet::new()),
+            Some(changed) = relisted_rx.recv() => {
+                relisting = false;
+                let mut want = changed;
+                want.extend(unsteady.iter().cloned());
+                Wanted::Some(want)
+            }
+            Some((uid, steady)) = done_rx.recv() => {
+                in_flight.remove(&uid);
+                if steady {
+                    unsteady.remove(&uid);
+                } else {
+                    unsteady.insert(uid.clone());
+                }
+                let mut want = HashSet::new();
+                if again.remove(&uid) {
+                    want.insert(uid);
+                }
+                Wanted::Some(want)
+            }
         };
         let client = api.get().cloned().filter(|_| store.is_synced());
         let static_pods = statics.pods();
-        let api_pods: Vec<Arc<Pod>> = match &client {
-            Some(_) => store
-                .list()
-                .into_iter()
-                .filter(|p| !mirror_pod::is_mirror_pod(p))
-                .collect(),
+        let all_api_pods: Vec<Arc<Pod>> = match &client {
+            Some(_) => store.list(),
             None => Vec::new(),
         };
+        let api_pods: Vec<Arc<Pod>> = all_api_pods
+            .iter()
+            .filter(|p| !mirror_pod::is_mirror_pod(p))
+            .cloned()
+            .collect();
         let static_live: HashSet<String> = static_pods
             .iter()
             .filter_map(|p| p.metadata.uid.clone())
@@ -380,55 +455,66 @@ async fn sync_loop<R: Runtime>(
         live.extend(api_pods.iter().filter_map(|p| p.metadata.uid.clone()));
         if client.is_some() {
             worker.forget_pods_except(&live);
+            synced_at.retain(|uid, _| live.contains(uid));
+            unsteady.retain(|uid| live.contains(uid));
+            again.retain(|uid| live.contains(uid));
         }
-        synced_at.retain(|uid, _| live.contains(uid));
-        if everything && statics.is_synced() && in_flight.lock().unwrap().insert(String::new()) {
-            let (worker, in_flight, all_known) =
-                (worker.clone(), in_flight.clone(), client.is_some());
-            let (volumes, store, statics) = (volumes.clone(), store.clone(), statics.clone());
-            tokio::spawn(async move {
-                let removed = if all_known {
-                    let removed = worker.kill_orphans(&live).await;
-                    cgroups::remove_orphaned_pod_cgroups(
-                        worker.cgroup_driver(),
-                        std::path::Path::new("/sys/fs/cgroup"),
-                        &live,
-                    );
-                    if removed.is_ok() {
-                        // Their containers are gone: unmount and remove their volumes,
-                        // keeping pods that arrived meanwhile.
-                        let mut keep = live;
-                        keep.extend(store.list().iter().filter_map(|p| p.metadata.uid.clone()));
-                        keep.extend(statics.pods().iter().filter_map(|p| p.metadata.uid.clone()));
-                        volumes.clean_up_orphaned_pods(&keep);
-                    }
-                    removed
-                } else {
-                    static_pods::kill_removed_static_pods(&worker, &static_live).await
-                };
-                if let Err(e) = removed {
-                    tracing::warn!(error = %e, "removing orphaned sandboxes failed");
-                }
-                in_flight.lock().unwrap().remove("");
-            });
+        statics_seen.retain(|uid| static_live.contains(uid));
+        mirrors_seen.retain(|uid, _| static_live.contains(uid));
+        if relist_now && !relisting {
+            relisting = true;
+            tokio::spawn(relist_and_clean_up(
+                worker.clone(),
+                volumes.clone(),
+                store.clone(),
+                statics.clone(),
+                live,
+                static_live.clone(),
+                client.is_some(),
+                relisted_tx.clone(),
+            ));
         }
-        for pod in static_pods.into_iter().filter(|_| everything) {
+        let wants = |uid: &str| match &wanted {
+            Wanted::All => true,
+            Wanted::Some(set) => set.contains(uid),
+        };
+        for pod in static_pods {
             let Some(uid) = pod.metadata.uid.clone() else {
                 continue;
             };
-            if !in_flight.lock().unwrap().insert(uid.clone()) {
+            // A new or changed mirror pod (e.g. recreated after a delete)
+            // is shown the static pod's status by its sync.
+            let mirror = mirror_pod::current_mirror(&pod, &all_api_pods).map(|m| {
+                let meta = &m.metadata;
+                format!(
+                    "{}/{}",
+                    meta.uid.as_deref().unwrap_or_default(),
+                    meta.resource_version.as_deref().unwrap_or_default()
+                )
+            });
+            let mirror_changed = mirror.is_some() && mirrors_seen.get(&uid) != mirror.as_ref();
+            if !wants(&uid) && statics_seen.contains(&uid) && !mirror_changed {
                 continue;
             }
-            let (worker, in_flight, client, store, statics) = (
+            if in_flight.contains(&uid) {
+                again.insert(uid);
+                continue;
+            }
+            statics_seen.insert(uid.clone());
+            if let Some(mirror) = mirror {
+                mirrors_seen.insert(uid.clone(), mirror);
+            }
+            in_flight.insert(uid.clone());
+            let (worker, client, store, statics, done) = (
                 worker.clone(),
-                in_flight.clone(),
                 client.clone(),
                 store.clone(),
                 statics.clone(),
+                done_tx.clone(),
             );
             tokio::spawn(async move {
-                sync_static(&worker, &statics, client.as_ref(), &store, &pod).await;
-                in_flight.lock().unwrap().remove(&uid);
+                let steady = sync_static(&worker, &statics, client.as_ref(), &store, &pod).await;
+                let _ = done.send((uid, steady));
             });
         }
         let Some(client) = client else {
@@ -439,47 +525,122 @@ async fn sync_loop<R: Runtime>(
                 continue;
             };
             let version = pod.metadata.resource_version.clone().unwrap_or_default();
-            if !everything && synced_at.get(&uid) == Some(&version) {
+            if !wants(&uid) && synced_at.get(&uid) == Some(&version) {
                 continue;
             }
-            if !in_flight.lock().unwrap().insert(uid.clone()) {
+            if in_flight.contains(&uid) {
+                again.insert(uid);
                 continue;
             }
             synced_at.insert(uid.clone(), version);
-            let (worker, in_flight, client, store) = (
+            in_flight.insert(uid.clone());
+            let (worker, client, store, done) = (
                 worker.clone(),
-                in_flight.clone(),
                 client.clone(),
                 store.clone(),
+                done_tx.clone(),
             );
             tokio::spawn(async move {
-                sync_one(&worker, &client, &store, &pod).await;
-                in_flight.lock().unwrap().remove(&uid);
+                let steady = sync_one(&worker, &client, &store, &pod).await;
+                let _ = done.send((uid, steady));
             });
         }
     }
 }
 
+/// One relist ([`pleg::Pleg::relist`]), then the removal of what belongs
+/// to pods that are gone: with `all_known` (the API's pods are in) every
+/// pod not in `live` nor arrived meanwhile — its sandboxes, cgroups and
+/// volumes; otherwise only static pods no longer defined. Sends the pods
+/// whose containers changed.
+#[allow(clippy::too_many_arguments)]
+async fn relist_and_clean_up<R: Runtime>(
+    worker: Arc<PodWorker<R>>,
+    volumes: Arc<volumes::VolumeManager>,
+    store: Store<Pod>,
+    statics: StaticPods,
+    mut live: HashSet<String>,
+    static_live: HashSet<String>,
+    all_known: bool,
+    relisted: tokio::sync::mpsc::UnboundedSender<HashSet<String>>,
+) {
+    let relist = match worker.pleg().relist().await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, "relisting the container runtime failed");
+            let _ = relisted.send(HashSet::new());
+            return;
+        }
+    };
+    if statics.is_synced() {
+        let removed = if all_known {
+            // Pods that arrived since `live` was taken are not orphans.
+            live.extend(store.list().iter().filter_map(|p| p.metadata.uid.clone()));
+            live.extend(statics.pods().iter().filter_map(|p| p.metadata.uid.clone()));
+            let removed = worker.kill_orphans(&relist.sandboxes, &live).await;
+            cgroups::remove_orphaned_pod_cgroups(
+                worker.cgroup_driver(),
+                std::path::Path::new("/sys/fs/cgroup"),
+                &live,
+            );
+            if removed.is_ok() {
+                // Their containers are gone: unmount and remove their volumes,
+                // keeping pods that arrived meanwhile.
+                let mut keep = live;
+                keep.extend(store.list().iter().filter_map(|p| p.metadata.uid.clone()));
+                keep.extend(statics.pods().iter().filter_map(|p| p.metadata.uid.clone()));
+                volumes.clean_up_orphaned_pods(&keep);
+            }
+            removed
+        } else {
+            static_pods::kill_removed_static_pods(&worker, &relist.sandboxes, &static_live).await
+        };
+        if let Err(e) = removed {
+            tracing::warn!(error = %e, "removing orphaned sandboxes failed");
+        }
+    }
+    let _ = relisted.send(relist.changed);
+}
+
+/// Whether a pod needs no sync until something changes: past Pending and
+/// no container waiting (to be created, started, or restarted after its
+/// back-off).
+fn is_steady(status: &k8s_openapi::api::core::v1::PodStatus) -> bool {
+    let no_waiting = |cs: &Option<Vec<k8s_openapi::api::core::v1::ContainerStatus>>| {
+        cs.iter()
+            .flatten()
+            .all(|c| c.state.as_ref().is_none_or(|s| s.waiting.is_none()))
+    };
+    status.phase.as_deref().is_some_and(|p| p != "Pending")
+        && no_waiting(&status.container_statuses)
+        && no_waiting(&status.init_container_statuses)
+}
+
 /// One static pod's sync: its status is kept locally and, when the API is
-/// there, written to its mirror pod.
+/// there, written to its mirror pod. Returns whether the pod is steady
+/// with its status on its mirror pod.
 async fn sync_static<R: Runtime>(
     worker: &PodWorker<R>,
     statics: &StaticPods,
     client: Option<&Client>,
     store: &Store<Pod>,
     pod: &Pod,
-) {
+) -> bool {
     let uid = pod.metadata.uid.clone().unwrap_or_default();
     match worker.sync_pod(pod).await {
         Ok(SyncOutcome::Status(status)) => {
-            if let Some(client) = client {
-                mirror_pod::update_mirror_status(client, store, pod, &status).await;
-            }
+            let mirrored = match client {
+                Some(client) => mirror_pod::update_mirror_status(client, store, pod, &status).await,
+                None => false,
+            };
+            let steady = mirrored && is_steady(&status);
             statics.set_status(&uid, *status);
+            steady
         }
-        Ok(_) => {}
+        Ok(_) => true,
         Err(e) => {
-            tracing::warn!(pod = %pod_worker::pod_name(pod), error = %e, "static pod sync failed; will retry")
+            tracing::warn!(pod = %pod_worker::pod_name(pod), error = %e, "static pod sync failed; will retry");
+            false
         }
     }
 }
@@ -491,18 +652,20 @@ async fn nodes_get(
     nodes.client().get("", &config.node_name).await.ok()
 }
 
-/// One pod's sync and the API writes it calls for.
+/// One pod's sync and the API writes it calls for. Returns whether the pod
+/// is steady with its status written ([`is_steady`]).
 async fn sync_one<R: Runtime>(
     worker: &PodWorker<R>,
     client: &Client,
     store: &Store<Pod>,
     pod: &Pod,
-) {
+) -> bool {
     let name = pod_worker::pod_name(pod);
     match worker.sync_pod(pod).await {
         Ok(SyncOutcome::Status(status)) => {
+            let steady = is_steady(&status);
             if pod.status.as_ref() == Some(&*status) {
-                return;
+                return steady;
             }
             let mut updated = pod.clone();
             let phase = status.phase.clone();
@@ -513,11 +676,16 @@ async fn sync_one<R: Runtime>(
                         tracing::info!(pod = %name, phase = ?phase, "pod phase changed");
                     }
                     store.upsert(stored);
+                    steady
                 }
                 Err(e) if e.is_conflict() || e.is_not_found() => {
-                    tracing::debug!(pod = %name, error = %e, "status update raced; next sync retries")
+                    tracing::debug!(pod = %name, error = %e, "status update raced; next sync retries");
+                    false
                 }
-                Err(e) => tracing::warn!(pod = %name, error = %e, "pod status update failed"),
+                Err(e) => {
+                    tracing::warn!(pod = %name, error = %e, "pod status update failed");
+                    false
+                }
             }
         }
         Ok(SyncOutcome::Killed) => {
@@ -532,14 +700,22 @@ async fn sync_one<R: Runtime>(
                 Ok(_) => {
                     tracing::info!(pod = %name, "pod terminated and deleted");
                     store.remove(&ObjectKey::new(&ns, &pod_name));
+                    true
                 }
-                Err(e) if e.is_not_found() => store.remove(&ObjectKey::new(&ns, &pod_name)),
+                Err(e) if e.is_not_found() => {
+                    store.remove(&ObjectKey::new(&ns, &pod_name));
+                    true
+                }
                 Err(e) => {
-                    tracing::warn!(pod = %name, error = %e, "deleting the terminated pod failed")
+                    tracing::warn!(pod = %name, error = %e, "deleting the terminated pod failed");
+                    false
                 }
             }
         }
-        Ok(SyncOutcome::Finished) => {}
-        Err(e) => tracing::warn!(pod = %name, error = %e, "pod sync failed; will retry"),
+        Ok(SyncOutcome::Finished) => true,
+        Err(e) => {
+            tracing::warn!(pod = %name, error = %e, "pod sync failed; will retry");
+            false
+        }
     }
 }

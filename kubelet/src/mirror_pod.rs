@@ -214,18 +214,20 @@ impl MirrorClient {
 
 /// Writes `status` (computed for `static_pod`) to its mirror pod, if there
 /// is one and its status differs.
+/// Returns whether the mirror pod now holds `status` (false: no mirror
+/// pod yet, or the write failed).
 pub async fn update_mirror_status(
     client: &Client,
     store: &Store<Pod>,
     static_pod: &Pod,
     status: &PodStatus,
-) {
+) -> bool {
     let api_pods = store.list();
     let Some(mirror) = current_mirror(static_pod, &api_pods) else {
-        return;
+        return false;
     };
     if mirror.status.as_ref() == Some(status) {
-        return;
+        return true;
     }
     let mut updated = mirror.clone();
     updated.status = Some(status.clone());
@@ -235,12 +237,15 @@ pub async fn update_mirror_status(
                 tracing::info!(pod = %pod_name(static_pod), phase = ?status.phase, "static pod phase changed");
             }
             store.upsert(stored);
+            true
         }
         Err(e) if e.is_conflict() || e.is_not_found() => {
-            tracing::debug!(pod = %pod_name(static_pod), error = %e, "mirror pod status update raced; next sync retries")
+            tracing::debug!(pod = %pod_name(static_pod), error = %e, "mirror pod status update raced; next sync retries");
+            false
         }
         Err(e) => {
-            tracing::warn!(pod = %pod_name(static_pod), error = %e, "mirror pod status update failed")
+            tracing::warn!(pod = %pod_name(static_pod), error = %e, "mirror pod status update failed");
+            false
         }
     }
 }

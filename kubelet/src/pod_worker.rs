@@ -15,7 +15,8 @@ use k8s_cri::v1 as cri;
 use k8s_openapi::api::core::v1::{Container, Pod, PodStatus};
 
 use crate::backoff::CrashLoopBackOff;
-use crate::cri::{Runtime, RuntimeError};
+use crate::cri::{containers_of_sandbox, Runtime, RuntimeError};
+use crate::pleg::Pleg;
 use crate::prober::ProbeManager;
 use crate::status::{compute_pod_status, ContainersByName, ProbeResults, Waiting};
 use crate::volumes::VolumeManager;
@@ -57,6 +58,9 @@ pub struct PodWorker<R> {
     /// Pod volumes and the objects env and volumes read (`with_volume_manager`).
     volumes: Arc<VolumeManager>,
     cgroup_driver: crate::cgroups::CgroupDriver,
+    /// The runtime's sandboxes and containers by pod, relisted for all pods
+    /// at once (`Pleg::relist`); syncs read their pod's state from it.
+    pleg: Arc<Pleg<R>>,
 }
 
 fn uid(pod: &Pod) -> String {
@@ -70,12 +74,13 @@ fn now_ns() -> i64 {
 impl<R: Runtime> PodWorker<R> {
     pub fn new(runtime: Arc<R>, settings: WorkerSettings, backoff: CrashLoopBackOff) -> Self {
         PodWorker {
-            runtime,
             settings,
             backoff: Mutex::new(backoff),
             probes: None,
             volumes: Arc::new(VolumeManager::disabled()),
             cgroup_driver: Default::default(),
+            pleg: Arc::new(Pleg::new(runtime.clone())),
+            runtime,
         }
     }
 
@@ -106,6 +111,11 @@ impl<R: Runtime> PodWorker<R> {
         &self.runtime
     }
 
+    /// The runtime cache syncs read from; the kubelet relists it.
+    pub fn pleg(&self) -> &Arc<Pleg<R>> {
+        &self.pleg
+    }
+
     pub fn forget_pods_except(&self, live: &std::collections::HashSet<String>) {
         self.backoff.lock().unwrap().retain_pods(live);
         if let Some(probes) = &self.probes {
@@ -113,49 +123,13 @@ impl<R: Runtime> PodWorker<R> {
         }
     }
 
-    /// The pod's sandboxes, newest attempt first.
-    async fn sandboxes(&self, uid: &str) -> Result<Vec<cri::PodSandbox>, RuntimeError> {
-        let mut v: Vec<_> = self
-            .runtime
-            .list_pod_sandboxes()
-            .await?
-            .into_iter()
-            .filter(|s| s.labels.get(POD_UID_LABEL).map(String::as_str) == Some(uid))
-            .collect();
-        v.sort_by_key(|s| std::cmp::Reverse(s.metadata.as_ref().map_or(0, |m| m.attempt)));
-        Ok(v)
-    }
-
-    /// The containers of `sandbox_id`, by name, newest attempt first.
-    async fn containers(&self, sandbox_id: &str) -> Result<ContainersByName, RuntimeError> {
-        let mut by_name: ContainersByName = HashMap::new();
-        for c in self.runtime.list_containers().await? {
-            if c.pod_sandbox_id != sandbox_id {
-                continue;
-            }
-            let status = self.runtime.container_status(&c.id).await?;
-            let name = c
-                .labels
-                .get(CONTAINER_NAME_LABEL)
-                .cloned()
-                .unwrap_or_else(|| {
-                    c.metadata
-                        .as_ref()
-                        .map(|m| m.name.clone())
-                        .unwrap_or_default()
-                });
-            by_name.entry(name).or_default().push(status);
-        }
-        for v in by_name.values_mut() {
-            v.sort_by_key(|c| std::cmp::Reverse(c.metadata.as_ref().map_or(0, |m| m.attempt)));
-        }
-        Ok(by_name)
-    }
-
     /// Brings the runtime in line with `pod` and returns what to report.
+    ///
+    /// It starts from the pod's cached runtime state (see [`Pleg`]), so a
+    /// pod with nothing to do costs no runtime call; once it has changed
+    /// the runtime, it lists its pod again and reports that.
     pub async fn sync_pod(&self, pod: &Pod) -> Result<SyncOutcome, RuntimeError> {
         let uid = uid(pod);
-        let sandboxes = self.sandboxes(&uid).await?;
         // Probes end with the pod (deleted or finished).
         if let Some(probes) = &self.probes {
             let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
@@ -174,15 +148,27 @@ impl<R: Runtime> PodWorker<R> {
                     .as_ref()
                     .and_then(|s| s.termination_grace_period_seconds))
                 .unwrap_or(30);
-            self.kill_sandboxes(&sandboxes, grace).await?;
+            // Killing goes by what the runtime has now, not by the cache.
+            let state = self.pleg.refresh_pod(&uid).await?;
+            if !state.is_empty() {
+                self.kill_sandboxes(&state.sandboxes, grace).await?;
+                self.pleg.refresh_pod(&uid).await?;
+            }
             return Ok(SyncOutcome::Killed);
         }
+        let state = self.pleg.pod_state(&uid).await?;
+        let sandboxes = &state.sandboxes;
         let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
         if matches!(phase, Some("Succeeded" | "Failed")) {
-            for sb in &sandboxes {
+            let mut stopped = false;
+            for sb in sandboxes {
                 if sb.state == cri::PodSandboxState::SandboxReady as i32 {
                     self.runtime.stop_pod_sandbox(&sb.id).await?;
+                    stopped = true;
                 }
+            }
+            if stopped {
+                self.pleg.refresh_pod(&uid).await?;
             }
             return Ok(SyncOutcome::Finished);
         }
@@ -193,11 +179,17 @@ impl<R: Runtime> PodWorker<R> {
         }
 
         let mut waiting: HashMap<String, Waiting> = HashMap::new();
+        // Whether this sync changed the runtime (and so lists its pod again).
+        let mut acted = false;
         let ready = sandboxes
             .iter()
             .find(|s| s.state == cri::PodSandboxState::SandboxReady as i32);
-        let (sandbox_id, attempt) = match ready {
-            Some(sb) => (sb.id.clone(), sb.metadata.as_ref().map_or(0, |m| m.attempt)),
+        let (sandbox_id, attempt, containers) = match ready {
+            Some(sb) => (
+                sb.id.clone(),
+                sb.metadata.as_ref().map_or(0, |m| m.attempt),
+                state.containers_of(&sb.id),
+            ),
             None => {
                 let attempt = sandboxes
                     .first()
@@ -209,12 +201,16 @@ impl<R: Runtime> PodWorker<R> {
                 match self.runtime.run_pod_sandbox(config).await {
                     Ok(id) => {
                         tracing::info!(pod = %pod_name(pod), sandbox = %id, attempt, "started pod sandbox");
+                        acted = true;
                         // The previous sandbox (and its containers) is replaced.
-                        self.kill_sandboxes(&sandboxes, 2).await?;
-                        (id, attempt)
+                        self.kill_sandboxes(sandboxes, 2).await?;
+                        // A new sandbox has no containers yet.
+                        (id, attempt, ContainersByName::new())
                     }
                     Err(e) => {
                         tracing::warn!(pod = %pod_name(pod), error = %e, "creating the pod sandbox failed; will retry");
+                        // Whatever a failed attempt left is seen by the next sync.
+                        self.pleg.refresh_pod(&uid).await?;
                         let all = all_containers(pod);
                         for c in all {
                             waiting.insert(
@@ -239,7 +235,6 @@ impl<R: Runtime> PodWorker<R> {
             }
         };
         let sandbox_config = self.sandbox_config(pod, attempt);
-        let containers = self.containers(&sandbox_id).await?;
         let spec = pod.spec.clone().unwrap_or_default();
         let policy = spec.restart_policy.as_deref().unwrap_or("Always");
 
@@ -256,21 +251,23 @@ impl<R: Runtime> PodWorker<R> {
                 Some(l) if l.state == cri::ContainerState::ContainerExited as i32 => {
                     init_done = false;
                     if policy != "Never" {
-                        self.restart_with_backoff(
-                            pod,
-                            c,
-                            &sandbox_id,
-                            &sandbox_config,
-                            attempts,
-                            &mut waiting,
-                        )
-                        .await;
+                        acted |= self
+                            .restart_with_backoff(
+                                pod,
+                                c,
+                                &sandbox_id,
+                                &sandbox_config,
+                                attempts,
+                                &mut waiting,
+                            )
+                            .await;
                     }
                     break;
                 }
                 Some(l) if l.state == cri::ContainerState::ContainerCreated as i32 => {
                     init_done = false;
                     self.start_or_wait(pod, c, &l.id, &mut waiting).await;
+                    acted = true;
                     break;
                 }
                 Some(_) => {
@@ -279,7 +276,8 @@ impl<R: Runtime> PodWorker<R> {
                 }
                 None => {
                     init_done = false;
-                    self.start_container(pod, c, &sandbox_id, &sandbox_config, 0, &mut waiting)
+                    acted |= self
+                        .start_container(pod, c, &sandbox_id, &sandbox_config, 0, &mut waiting)
                         .await;
                     break;
                 }
@@ -290,41 +288,47 @@ impl<R: Runtime> PodWorker<R> {
                 let attempts = containers.get(&c.name).map_or(&[][..], |v| &v[..]);
                 match attempts.first() {
                     None => {
-                        self.start_container(pod, c, &sandbox_id, &sandbox_config, 0, &mut waiting)
+                        acted |= self
+                            .start_container(pod, c, &sandbox_id, &sandbox_config, 0, &mut waiting)
                             .await;
                     }
                     Some(l) if l.state == cri::ContainerState::ContainerExited as i32 => {
                         let restart =
                             policy == "Always" || (policy == "OnFailure" && l.exit_code != 0);
                         if restart {
-                            self.restart_with_backoff(
-                                pod,
-                                c,
-                                &sandbox_id,
-                                &sandbox_config,
-                                attempts,
-                                &mut waiting,
-                            )
-                            .await;
+                            acted |= self
+                                .restart_with_backoff(
+                                    pod,
+                                    c,
+                                    &sandbox_id,
+                                    &sandbox_config,
+                                    attempts,
+                                    &mut waiting,
+                                )
+                                .await;
                         }
                     }
                     Some(l) if l.state == cri::ContainerState::ContainerCreated as i32 => {
                         self.start_or_wait(pod, c, &l.id, &mut waiting).await;
+                        acted = true;
                     }
                     Some(_) => {}
                 }
             }
         }
 
-        let containers = self.containers(&sandbox_id).await?;
+        let containers = if acted {
+            self.pleg
+                .refresh_pod(&uid)
+                .await?
+                .containers_of(&sandbox_id)
+        } else {
+            containers
+        };
         let ip = if spec.host_network == Some(true) {
             Some(self.settings.host_ip.clone())
         } else {
-            self.runtime
-                .pod_sandbox_status(&sandbox_id)
-                .await?
-                .network
-                .map(|n| n.ip)
+            self.pleg.sandbox_ips(&sandbox_id).await?.into_iter().next()
         };
         let probed = match &self.probes {
             Some(probes) => {
@@ -344,7 +348,8 @@ impl<R: Runtime> PodWorker<R> {
         Ok(SyncOutcome::Status(Box::new(status)))
     }
 
-    /// Restarts a dead container unless it is still backing off.
+    /// Restarts a dead container unless it is still backing off; true when
+    /// it touched the runtime.
     async fn restart_with_backoff(
         &self,
         pod: &Pod,
@@ -353,7 +358,7 @@ impl<R: Runtime> PodWorker<R> {
         sandbox_config: &cri::PodSandboxConfig,
         attempts: &[cri::ContainerStatus],
         waiting: &mut HashMap<String, Waiting>,
-    ) {
+    ) -> bool {
         let latest = &attempts[0];
         let key = format!("{}/{}", uid(pod), c.name);
         let now = now_ns();
@@ -377,7 +382,7 @@ impl<R: Runtime> PodWorker<R> {
                 },
             );
             tracing::debug!(pod = %pod_name(pod), container = %c.name, ?left, "in CrashLoopBackOff");
-            return;
+            return false;
         }
         self.backoff.lock().unwrap().restarted(&key, now);
         // Keep only the newest dead attempt (for lastState); older ones go.
@@ -388,6 +393,7 @@ impl<R: Runtime> PodWorker<R> {
         tracing::info!(pod = %pod_name(pod), container = %c.name, attempt, exit_code = latest.exit_code, "restarting container");
         self.start_container(pod, c, sandbox_id, sandbox_config, attempt, waiting)
             .await;
+        true
     }
 
     async fn start_or_wait(
@@ -409,7 +415,8 @@ impl<R: Runtime> PodWorker<R> {
         }
     }
 
-    /// Ensures the image, creates and starts attempt `attempt` of `c`.
+    /// Ensures the image, creates and starts attempt `attempt` of `c`; true
+    /// when it got as far as creating the container.
     async fn start_container(
         &self,
         pod: &Pod,
@@ -418,17 +425,17 @@ impl<R: Runtime> PodWorker<R> {
         sandbox_config: &cri::PodSandboxConfig,
         attempt: u32,
         waiting: &mut HashMap<String, Waiting>,
-    ) {
+    ) -> bool {
         let image = c.image.clone().unwrap_or_default();
         if let Err(w) = self.ensure_image(c, &image).await {
             tracing::warn!(pod = %pod_name(pod), container = %c.name, reason = %w.reason, message = %w.message, "image not available");
             waiting.insert(c.name.clone(), w);
-            return;
+            return false;
         }
         if let Err(w) = self.check_run_as_non_root(pod, c, &image).await {
             tracing::warn!(pod = %pod_name(pod), container = %c.name, message = %w.message, "container not created");
             waiting.insert(c.name.clone(), w);
-            return;
+            return false;
         }
         let config = match self
             .resolved_container_config(pod, c, attempt, sandbox_id)
@@ -444,7 +451,7 @@ impl<R: Runtime> PodWorker<R> {
                         message,
                     },
                 );
-                return;
+                return false;
             }
         };
         let log_dir = std::path::Path::new(&sandbox_config.log_directory).join(&c.name);
@@ -464,7 +471,8 @@ impl<R: Runtime> PodWorker<R> {
                         message: e.to_string(),
                     },
                 );
-                return;
+                // A failed create may still have left a container behind.
+                return true;
             }
         };
         match self.runtime.start_container(&id).await {
@@ -482,6 +490,7 @@ impl<R: Runtime> PodWorker<R> {
                 );
             }
         }
+        true
     }
 
     /// `runAsNonRoot` against the image's user (asked of the runtime only
@@ -553,10 +562,14 @@ impl<R: Runtime> PodWorker<R> {
         if sandboxes.is_empty() {
             return Ok(());
         }
-        let containers = self.runtime.list_containers().await?;
-        let stops = containers
+        let listed = futures::future::try_join_all(sandboxes.iter().map(|s| {
+            self.runtime
+                .list_containers(Some(containers_of_sandbox(&s.id)))
+        }))
+        .await?;
+        let stops = listed
             .iter()
-            .filter(|c| sandboxes.iter().any(|s| s.id == c.pod_sandbox_id))
+            .flatten()
             .filter(|c| c.state == cri::ContainerState::ContainerRunning as i32)
             .map(|c| self.runtime.stop_container(&c.id, grace));
         for r in futures::future::join_all(stops).await {
@@ -570,21 +583,21 @@ impl<R: Runtime> PodWorker<R> {
         Ok(())
     }
 
-    /// Removes sandboxes of pods that no longer exist (e.g. force-deleted).
+    /// Removes the sandboxes (among `sandboxes`, a relist's) of pods that
+    /// no longer exist (e.g. force-deleted).
     pub async fn kill_orphans(
         &self,
+        sandboxes: &[cri::PodSandbox],
         live: &std::collections::HashSet<String>,
     ) -> Result<(), RuntimeError> {
-        let orphans: Vec<_> = self
-            .runtime
-            .list_pod_sandboxes()
-            .await?
-            .into_iter()
+        let orphans: Vec<_> = sandboxes
+            .iter()
             .filter(|s| {
                 s.labels
                     .get(POD_UID_LABEL)
                     .is_some_and(|u| !live.contains(u))
             })
+            .cloned()
             .collect();
         self.kill_sandboxes(&orphans, 2).await
     }

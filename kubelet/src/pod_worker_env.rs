@@ -47,16 +47,8 @@ impl<R: Runtime> PodWorker<R> {
         if pod.spec.as_ref().and_then(|s| s.host_network) == Some(true) {
             return vec![self.settings.host_ip.clone()];
         }
-        match self.runtime.pod_sandbox_status(sandbox_id).await {
-            Ok(s) => s
-                .network
-                .map(|n| {
-                    std::iter::once(n.ip)
-                        .chain(n.additional_ips.into_iter().map(|i| i.ip))
-                        .filter(|ip| !ip.is_empty())
-                        .collect()
-                })
-                .unwrap_or_default(),
+        match self.pleg.sandbox_ips(sandbox_id).await {
+            Ok(ips) => ips,
             Err(e) => {
                 tracing::warn!(pod = %pod_name(pod), error = %e, "reading the sandbox's IPs for the environment");
                 Vec::new()

@@ -74,9 +74,12 @@ async fn pod_worker_creates_sandbox_then_init_containers_in_order_then_container
     assert_eq!(creates(&rt).len(), 2);
 
     rt.exit_container(&rt.containers_named("init-a")[0], 0);
+
+    w.pleg().relist().await.unwrap();
     w.sync_pod(&p).await.unwrap();
     assert_eq!(creates(&rt).last().unwrap(), "CreateContainer init-b");
     rt.exit_container(&rt.containers_named("init-b")[0], 0);
+    w.pleg().relist().await.unwrap();
     let s = status(w.sync_pod(&p).await.unwrap());
     assert_eq!(
         creates(&rt),
@@ -136,6 +139,7 @@ async fn dead_container_restarts_at_once_then_waits_in_crash_loop_back_off() {
     let p = crasher("Always");
     w.sync_pod(&p).await.unwrap();
     rt.exit_container(&rt.containers_named("app")[0], 1);
+    w.pleg().relist().await.unwrap();
     let s = status(w.sync_pod(&p).await.unwrap());
     assert_eq!(
         rt.containers_named("app").len(),
@@ -145,6 +149,8 @@ async fn dead_container_restarts_at_once_then_waits_in_crash_loop_back_off() {
     assert_eq!(s.container_statuses.unwrap()[0].restart_count, 1);
 
     rt.exit_container(&rt.containers_named("app")[1], 1);
+
+    w.pleg().relist().await.unwrap();
     let s = status(w.sync_pod(&p).await.unwrap());
     assert_eq!(rt.containers_named("app").len(), 2, "second restart waits");
     let c = &s.container_statuses.unwrap()[0];
@@ -170,6 +176,7 @@ async fn never_policy_pod_that_exits_zero_succeeds_and_is_not_restarted() {
     let mut p = crasher("Never");
     w.sync_pod(&p).await.unwrap();
     rt.exit_container(&rt.containers_named("app")[0], 0);
+    w.pleg().relist().await.unwrap();
     let s = status(w.sync_pod(&p).await.unwrap());
     assert_eq!(s.phase.as_deref(), Some("Succeeded"));
     p.status = Some(s);

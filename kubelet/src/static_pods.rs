@@ -475,18 +475,17 @@ impl StaticPods {
     }
 }
 
-/// Removes the sandboxes of static pods that are no longer defined (the
-/// file went or changed). Used while the API pods are not known yet; once
-/// they are, the kubelet's orphan removal covers static pods too.
+/// Removes the sandboxes (among `sandboxes`, a relist's) of static pods
+/// that are no longer defined (the file went or changed). Used while the
+/// API pods are not known yet; once they are, the kubelet's orphan removal
+/// covers static pods too.
 pub async fn kill_removed_static_pods<R: crate::cri::Runtime>(
     worker: &crate::pod_worker::PodWorker<R>,
+    sandboxes: &[k8s_cri::v1::PodSandbox],
     live: &HashSet<String>,
 ) -> Result<(), crate::cri::RuntimeError> {
-    let removed: Vec<_> = worker
-        .runtime()
-        .list_pod_sandboxes()
-        .await?
-        .into_iter()
+    let removed: Vec<_> = sandboxes
+        .iter()
         .filter(|s| {
             s.annotations
                 .get(CONFIG_SOURCE_ANNOTATION)
@@ -498,6 +497,7 @@ pub async fn kill_removed_static_pods<R: crate::cri::Runtime>(
                 .get(crate::pod_worker::POD_UID_LABEL)
                 .is_some_and(|u| !live.contains(u))
         })
+        .cloned()
         .collect();
     worker.kill_sandboxes(&removed, 2).await
 }

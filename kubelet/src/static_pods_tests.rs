@@ -233,7 +233,7 @@ async fn removed_static_pods_lose_their_sandboxes_and_api_pods_keep_theirs() {
     worker.sync_pod(&sp).await.unwrap();
     worker.sync_pod(&api_pod).await.unwrap();
     let sandboxes = || async {
-        rt.list_pod_sandboxes()
+        rt.list_pod_sandboxes(None)
             .await
             .unwrap()
             .into_iter()
@@ -243,10 +243,13 @@ async fn removed_static_pods_lose_their_sandboxes_and_api_pods_keep_theirs() {
     assert_eq!(sandboxes().await.len(), 2);
     // The static pod is still defined: nothing goes.
     let live = HashSet::from([sp.metadata.uid.clone().unwrap()]);
-    kill_removed_static_pods(&worker, &live).await.unwrap();
+    let all = rt.list_pod_sandboxes(None).await.unwrap();
+    kill_removed_static_pods(&worker, &all, &live)
+        .await
+        .unwrap();
     assert_eq!(sandboxes().await.len(), 2);
     // Its file went: only its sandbox goes; the API pod's stays.
-    kill_removed_static_pods(&worker, &HashSet::new())
+    kill_removed_static_pods(&worker, &all, &HashSet::new())
         .await
         .unwrap();
     let left = sandboxes().await;

@@ -1,7 +1,7 @@
 //! Probes on the node rig: a real kubelet in a node's network namespace,
 //! its containerd and busybox containers. Liveness (exec) restarts a
-//! container, readiness (httpGet, tcpSocket on a named port) flips the
-//! pod's Ready condition. Root only: skipped with a message otherwise.
+//! container, readiness (httpGet, tcpSocket on a named port, grpc) flips
+//! the pod's Ready condition. Root only: skipped with a message otherwise.
 
 mod support;
 
@@ -281,5 +281,113 @@ async fn probes_restart_unhealthy_containers_and_gate_readiness() {
             "Container liveness failed liveness probe, will be restarted"
         ),
         "events: {events:#?}"
+    );
+}
+
+/// Serves gRPC health (tonic-health) on the node's address, inside the
+/// node's network namespace, until the returned sender is dropped; gives
+/// the port. No binary in the rig's busybox image serves gRPC health, so
+/// the server runs on the node itself: what a hostNetwork pod's grpc probe
+/// reaches, since such a pod's IP is the node's.
+fn serve_grpc_health_on_node(
+    node: &TestNode,
+) -> (
+    u16,
+    tonic_health::server::HealthReporter,
+    tokio::sync::oneshot::Sender<()>,
+) {
+    let (reporter, service) = tonic_health::server::health_reporter();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (port_tx, port_rx) = std::sync::mpsc::channel();
+    let netns = format!("/var/run/netns/{}", node.netns);
+    let ip = node.ip;
+    std::thread::spawn(move || {
+        let ns = std::fs::File::open(&netns).expect("the node's netns");
+        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
+            port_tx.send(listener.local_addr().unwrap().port()).unwrap();
+            let _ = tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming_shutdown(
+                    tonic::transport::server::TcpIncoming::from(listener),
+                    async {
+                        let _ = stop_rx.await;
+                    },
+                )
+                .await;
+        });
+    });
+    let port = port_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the health server listens");
+    (port, reporter, stop_tx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_readiness_probe_follows_the_health_service() {
+    let Some(rig) = Rig::start("grpcpr", 1).await else {
+        return;
+    };
+    let client = rig.client().await;
+    let node = &rig.nodes[0];
+    let (port, reporter, _stop) = serve_grpc_health_on_node(node);
+    reporter
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
+    let mut p = pod(
+        &node.name,
+        "readiness-grpc",
+        json!({
+            "name": "app",
+            "image": "busybox:1.36",
+            "command": ["sleep", "600"],
+            "readinessProbe": {
+                "grpc": {"port": port},
+                "periodSeconds": 1,
+                "failureThreshold": 1
+            }
+        }),
+    );
+    p.spec.as_mut().unwrap().host_network = Some(true);
+    client.create("default", &p).await.unwrap();
+    wait_pod(
+        &client,
+        node,
+        "readiness-grpc",
+        "Ready through the grpc probe",
+        Duration::from_secs(60),
+        |p| running(p) && ready(p).as_deref() == Some("True"),
+    )
+    .await;
+
+    reporter
+        .set_service_status("", tonic_health::ServingStatus::NotServing)
+        .await;
+    wait_pod(
+        &client,
+        node,
+        "readiness-grpc",
+        "not Ready once the health service says NOT_SERVING",
+        Duration::from_secs(30),
+        |p| running(p) && ready(p).as_deref() == Some("False"),
+    )
+    .await;
+    let unhealthy = wait_for(Duration::from_secs(15), || async {
+        events_of(&client, "readiness-grpc").await.iter().any(|e| {
+            e.reason.as_deref() == Some("Unhealthy")
+                && e.message.as_deref()
+                    == Some("Readiness probe failed: service unhealthy (responded with \"NOT_SERVING\")")
+        })
+    })
+    .await;
+    assert!(
+        unhealthy,
+        "events: {:#?}",
+        events_of(&client, "readiness-grpc").await
     );
 }

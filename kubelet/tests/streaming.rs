@@ -365,6 +365,68 @@ async fn kubectl_logs_and_exec_reach_the_containers() {
     let out = child.wait_with_output().unwrap();
     assert!(ended && out.status.success(), "{}", describe(&out));
     assert_eq!(text(&out.stdout), "line-1\nline-2\neof-seen\n");
+    // exec -it: kubectl on a terminal (util-linux `script` gives it a
+    // pseudo-terminal) asks for a TTY; the command then runs on one, and
+    // what is typed reaches it.
+    let command = format!(
+        "kubectl --kubeconfig={} exec -it two -c a -- sh -c {}",
+        rig.kubeconfig().display(),
+        "'test -t 0 && test -t 1 && echo on-a-tty; read line; echo got-$line'"
+    );
+    let mut child = Command::new("script")
+        .args(["--quiet", "--return", "--command", &command, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    // What the terminal shows, read on a thread so every wait is bounded.
+    let screen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    {
+        let (screen, mut stdout) = (screen.clone(), child.stdout.take().unwrap());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 1024];
+            while let Ok(n) = std::io::Read::read(&mut stdout, &mut buf) {
+                if n == 0 {
+                    break;
+                }
+                screen
+                    .lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+    }
+    let shows = |what: &'static str| {
+        let screen = screen.clone();
+        wait_for(Duration::from_secs(30), move || {
+            let found = screen.lock().unwrap().contains(what);
+            async move { found }
+        })
+    };
+    // Type only once the command runs on its terminal.
+    let on_a_tty = shows("on-a-tty").await;
+    assert!(on_a_tty, "{:?}", screen.lock().unwrap());
+    stdin.write_all(b"hello\r").unwrap();
+    let got = shows("got-hello").await;
+    drop(stdin);
+    let ended = wait_for(Duration::from_secs(30), || {
+        let done = child.try_wait().unwrap().is_some();
+        async move { done }
+    })
+    .await;
+    if !ended {
+        child.kill().unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    let screen = screen.lock().unwrap().clone();
+    assert!(got, "{screen:?} {}", describe(&out));
+    assert!(
+        ended && out.status.success(),
+        "{screen:?} {}",
+        describe(&out)
+    );
     let out = rig.kubectl(&["exec", "two", "-c", "nope", "--", "true"]);
     assert!(!out.status.success(), "{}", describe(&out));
     assert!(text(&out.stderr).contains("nope"), "{}", describe(&out));

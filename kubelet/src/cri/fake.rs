@@ -19,6 +19,10 @@ struct State {
     fail_once: BTreeSet<String>,
     /// Answers ExecSync (set with `on_exec`); none means exit code 0.
     exec: Option<ExecHandler>,
+    /// How often each read-only call was made (`ListPodSandbox`,
+    /// `ListContainers`, `ContainerStatus`, `PodSandboxStatus`), each list
+    /// counted as `<op>` when unfiltered and `<op> filtered` otherwise.
+    reads: BTreeMap<String, usize>,
 }
 
 /// Computes an ExecSync answer from the container id and the command.
@@ -28,6 +32,14 @@ type ExecHandler = Arc<dyn Fn(&str, &[String]) -> cri::ExecSyncResponse + Send +
 #[derive(Clone, Default)]
 pub struct FakeRuntime {
     state: Arc<Mutex<State>>,
+}
+
+/// CRI label selectors: every pair must be among the labels.
+fn labels_match(
+    selector: &std::collections::HashMap<String, String>,
+    labels: &std::collections::HashMap<String, String>,
+) -> bool {
+    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
 pub(crate) fn now_ns() -> i64 {
@@ -48,6 +60,17 @@ impl FakeRuntime {
     /// Every call so far, e.g. `RunPodSandbox web`, `CreateContainer app`.
     pub fn calls(&self) -> Vec<String> {
         self.state.lock().unwrap().calls.clone()
+    }
+
+    /// How many times the read-only call `op` was made (see `State::reads`).
+    pub fn reads(&self, op: &str) -> usize {
+        self.state
+            .lock()
+            .unwrap()
+            .reads
+            .get(op)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Makes the next call of `op` fail.
@@ -93,6 +116,10 @@ impl FakeRuntime {
             });
         }
         Ok(())
+    }
+
+    fn read(s: &mut State, op: &str) {
+        *s.reads.entry(op.to_string()).or_default() += 1;
     }
 
     fn id(s: &mut State, prefix: &str) -> String {
@@ -166,17 +193,33 @@ impl Runtime for FakeRuntime {
     }
 
     async fn pod_sandbox_status(&self, id: &str) -> Result<cri::PodSandboxStatus> {
-        let s = self.state.lock().unwrap();
+        let mut s = self.state.lock().unwrap();
+        Self::read(&mut s, "PodSandboxStatus");
         s.sandboxes.get(id).cloned().ok_or(RuntimeError::Call {
             op: "PodSandboxStatus",
             message: format!("sandbox {id} not found"),
         })
     }
 
-    async fn list_pod_sandboxes(&self) -> Result<Vec<cri::PodSandbox>> {
-        let s = self.state.lock().unwrap();
+    async fn list_pod_sandboxes(
+        &self,
+        filter: Option<cri::PodSandboxFilter>,
+    ) -> Result<Vec<cri::PodSandbox>> {
+        let mut s = self.state.lock().unwrap();
+        Self::read(
+            &mut s,
+            if filter.is_some() {
+                "ListPodSandbox filtered"
+            } else {
+                "ListPodSandbox"
+            },
+        );
+        let f = filter.unwrap_or_default();
         Ok(s.sandboxes
             .values()
+            .filter(|sb| f.id.is_empty() || f.id == sb.id)
+            .filter(|sb| f.state.as_ref().is_none_or(|v| v.state == sb.state))
+            .filter(|sb| labels_match(&f.label_selector, &sb.labels))
             .map(|sb| cri::PodSandbox {
                 id: sb.id.clone(),
                 metadata: sb.metadata.clone(),
@@ -272,7 +315,8 @@ impl Runtime for FakeRuntime {
     }
 
     async fn container_status(&self, id: &str) -> Result<cri::ContainerStatus> {
-        let s = self.state.lock().unwrap();
+        let mut s = self.state.lock().unwrap();
+        Self::read(&mut s, "ContainerStatus");
         s.containers
             .get(id)
             .map(|(_, c)| c.clone())
@@ -282,10 +326,26 @@ impl Runtime for FakeRuntime {
             })
     }
 
-    async fn list_containers(&self) -> Result<Vec<cri::Container>> {
-        let s = self.state.lock().unwrap();
+    async fn list_containers(
+        &self,
+        filter: Option<cri::ContainerFilter>,
+    ) -> Result<Vec<cri::Container>> {
+        let mut s = self.state.lock().unwrap();
+        Self::read(
+            &mut s,
+            if filter.is_some() {
+                "ListContainers filtered"
+            } else {
+                "ListContainers"
+            },
+        );
+        let f = filter.unwrap_or_default();
         Ok(s.containers
             .values()
+            .filter(|(_, c)| f.id.is_empty() || f.id == c.id)
+            .filter(|(sb, _)| f.pod_sandbox_id.is_empty() || &f.pod_sandbox_id == sb)
+            .filter(|(_, c)| f.state.as_ref().is_none_or(|v| v.state == c.state))
+            .filter(|(_, c)| labels_match(&f.label_selector, &c.labels))
             .map(|(sb, c)| cri::Container {
                 id: c.id.clone(),
                 pod_sandbox_id: sb.clone(),

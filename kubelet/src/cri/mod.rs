@@ -13,9 +13,11 @@ mod remote;
 
 pub(crate) use fake::now_ns;
 pub use fake::FakeRuntime;
-pub use remote::RemoteRuntime;
+pub use remote::{RemoteRuntime, DEFAULT_RUNTIME_REQUEST_TIMEOUT};
 
 use k8s_cri::v1 as cri;
+
+use crate::pod_worker::POD_UID_LABEL;
 
 /// A failed runtime call: which operation, and the runtime's message.
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +26,11 @@ pub enum RuntimeError {
     Connect { endpoint: String, message: String },
     #[error("CRI {op} failed: {message}")]
     Call { op: &'static str, message: String },
+    #[error("CRI {op} did not answer within {after:?} (runtimeRequestTimeout)")]
+    Timeout {
+        op: &'static str,
+        after: std::time::Duration,
+    },
 }
 
 impl RuntimeError {
@@ -36,6 +43,31 @@ impl RuntimeError {
 }
 
 pub type Result<T> = std::result::Result<T, RuntimeError>;
+
+/// Selects one pod's sandboxes by the `io.kubernetes.pod.uid` label.
+pub fn pod_sandboxes_of(pod_uid: &str) -> cri::PodSandboxFilter {
+    cri::PodSandboxFilter {
+        label_selector: [(POD_UID_LABEL.to_string(), pod_uid.to_string())].into(),
+        ..Default::default()
+    }
+}
+
+/// Selects one pod's containers (of every sandbox) by the
+/// `io.kubernetes.pod.uid` label.
+pub fn containers_of_pod(pod_uid: &str) -> cri::ContainerFilter {
+    cri::ContainerFilter {
+        label_selector: [(POD_UID_LABEL.to_string(), pod_uid.to_string())].into(),
+        ..Default::default()
+    }
+}
+
+/// Selects the containers of one sandbox.
+pub fn containers_of_sandbox(sandbox_id: &str) -> cri::ContainerFilter {
+    cri::ContainerFilter {
+        pod_sandbox_id: sandbox_id.to_string(),
+        ..Default::default()
+    }
+}
 
 /// The user an image runs as (its config's `USER`), as CRI reports it: a
 /// numeric `uid`, or else a `username`; neither means root.
@@ -65,7 +97,11 @@ pub trait Runtime: Send + Sync + 'static {
         let _ = id;
         Ok(Default::default())
     }
-    async fn list_pod_sandboxes(&self) -> Result<Vec<cri::PodSandbox>>;
+    /// The sandboxes `filter` selects (all with `None`).
+    async fn list_pod_sandboxes(
+        &self,
+        filter: Option<cri::PodSandboxFilter>,
+    ) -> Result<Vec<cri::PodSandbox>>;
     /// Creates a container in `sandbox_id`; returns its id.
     async fn create_container(
         &self,
@@ -78,7 +114,11 @@ pub trait Runtime: Send + Sync + 'static {
     async fn stop_container(&self, id: &str, timeout_seconds: i64) -> Result<()>;
     async fn remove_container(&self, id: &str) -> Result<()>;
     async fn container_status(&self, id: &str) -> Result<cri::ContainerStatus>;
-    async fn list_containers(&self) -> Result<Vec<cri::Container>>;
+    /// The containers `filter` selects (all with `None`).
+    async fn list_containers(
+        &self,
+        filter: Option<cri::ContainerFilter>,
+    ) -> Result<Vec<cri::Container>>;
     /// The image's id (`sha256:...`) when present, `None` when missing.
     async fn image_status(&self, image: &str) -> Result<Option<String>>;
     /// The user `image` runs as (for `runAsNonRoot`). Unless a runtime

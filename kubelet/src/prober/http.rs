@@ -1,14 +1,19 @@
-//! The httpGet probe: one GET over HTTP/1.1 (HTTPS without certificate
+//! The httpGet probe: a GET over HTTP/1.1 (HTTPS without certificate
 //! verification, as upstream); a status code in [200, 400) is success.
-//! Redirects are not followed: a 3xx already counts as success. Entry
+//! Redirects (301, 302, 303, 307, 308 with a `Location`) are followed as
+//! upstream's prober follows them: to the same host name only (any port or
+//! scheme), and the 10th redirect fails the probe ("stopped after 10
+//! redirects"). A redirect to another host is not followed: that 3xx, like
+//! any 3xx answer, counts as success with a warning ("Probe terminated
+//! redirects"), which the worker records as a `ProbeWarning` event. Entry
 //! point: [`probe`].
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use http_body_util::Empty;
+use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
-use hyper::header::{HeaderName, HeaderValue, ACCEPT, HOST, USER_AGENT};
+use hyper::header::{HeaderName, HeaderValue, ACCEPT, HOST, LOCATION, USER_AGENT};
 use hyper::Request;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -19,6 +24,13 @@ use super::ProbeResult;
 
 /// The User-Agent upstream's prober sends (`kube-probe/<major>.<minor>`).
 pub const USER_AGENT_VALUE: &str = "kube-probe/1.32";
+
+/// Upstream's redirect limit: the request that would follow this many
+/// earlier ones is not made, and the probe fails.
+pub const MAX_REDIRECTS: usize = 10;
+
+/// How much of a response body a warning quotes (upstream's limit).
+const MAX_BODY: usize = 10 * 1024;
 
 /// `HTTP` or `HTTPS`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,23 +66,119 @@ impl HttpTarget {
             format!("{}:{}", self.host, self.port)
         }
     }
-}
 
-/// GETs the target within `timeout`.
-pub async fn probe(target: &HttpTarget, timeout: Duration) -> ProbeResult {
-    let url = target.url();
-    match tokio::time::timeout(timeout, get(target)).await {
-        Err(_) => ProbeResult::Failure(format!(
-            "Get {url:?}: context deadline exceeded (Client.Timeout exceeded while awaiting headers)"
-        )),
-        Ok(Err(e)) => ProbeResult::Failure(format!("Get {url:?}: {e}")),
-        Ok(Ok(code)) if (200..400).contains(&code) => ProbeResult::Success,
-        Ok(Ok(code)) => ProbeResult::Failure(format!("HTTP probe failed with statuscode: {code}")),
+    /// Where a redirect's `Location` (absolute, or relative to this URL)
+    /// points; the probe's headers go along, except a `Host` header when
+    /// the location names a host of its own (as Go's client).
+    fn redirected(&self, location: &str) -> Result<HttpTarget, String> {
+        let base =
+            url::Url::parse(&self.url()).map_err(|e| format!("parse {:?}: {e}", self.url()))?;
+        let next = base
+            .join(location)
+            .map_err(|e| format!("failed to parse Location header {location:?}: {e}"))?;
+        let scheme = match next.scheme() {
+            "http" => Scheme::Http,
+            "https" => Scheme::Https,
+            other => return Err(format!("unsupported protocol scheme {other:?}")),
+        };
+        let host = match next.host() {
+            Some(url::Host::Domain(d)) => d.to_string(),
+            Some(url::Host::Ipv4(ip)) => ip.to_string(),
+            Some(url::Host::Ipv6(ip)) => ip.to_string(),
+            None => return Err(format!("no Host in request URL {next}")),
+        };
+        let port = next
+            .port_or_known_default()
+            .ok_or_else(|| format!("no port in request URL {next}"))?;
+        let mut path = next.path().to_string();
+        if let Some(q) = next.query() {
+            path.push('?');
+            path.push_str(q);
+        }
+        let absolute = url::Url::parse(location).is_ok();
+        let headers = self
+            .headers
+            .iter()
+            .filter(|(n, _)| !(absolute && n.eq_ignore_ascii_case(HOST.as_str())))
+            .cloned()
+            .collect();
+        Ok(HttpTarget {
+            scheme,
+            host,
+            port,
+            path,
+            headers,
+        })
     }
 }
 
-/// The response's status code, or what went wrong (Go's wording).
-async fn get(target: &HttpTarget) -> Result<u16, String> {
+/// GETs the target (following redirects, see the module docs) within
+/// `timeout`.
+pub async fn probe(target: &HttpTarget, timeout: Duration) -> ProbeResult {
+    let url = target.url();
+    match tokio::time::timeout(timeout, follow(target)).await {
+        Err(_) => ProbeResult::Failure(format!(
+            "Get {url:?}: context deadline exceeded (Client.Timeout exceeded while awaiting headers)"
+        )),
+        Ok(Err((url, e))) => ProbeResult::Failure(format!("Get {url:?}: {e}")),
+        Ok(Ok(a)) if (200..300).contains(&a.code) => ProbeResult::Success,
+        Ok(Ok(a)) if (300..400).contains(&a.code) => ProbeResult::Warning(format!(
+            "Probe terminated redirects, Response body: {}",
+            a.body
+        )),
+        Ok(Ok(a)) => ProbeResult::Failure(format!(
+            "HTTP probe failed with statuscode: {}",
+            a.code
+        )),
+    }
+}
+
+/// What the last request got.
+struct Answer {
+    code: u16,
+    /// `Location`, for a redirect.
+    location: Option<String>,
+    /// The start of the body of a 3xx answer (quoted in the warning).
+    body: String,
+}
+
+fn is_redirect(code: u16) -> bool {
+    matches!(code, 301 | 302 | 303 | 307 | 308)
+}
+
+/// GETs `first` and follows its redirects to the same host name; the last
+/// answer, or the URL whose request failed and why.
+async fn follow(first: &HttpTarget) -> Result<Answer, (String, String)> {
+    let mut target = first.clone();
+    // The requests made so far (Go's `via`).
+    let mut via = 0;
+    loop {
+        let answer = get(&target).await.map_err(|e| (target.url(), e))?;
+        via += 1;
+        let Some(location) = answer
+            .location
+            .as_deref()
+            .filter(|_| is_redirect(answer.code))
+        else {
+            return Ok(answer);
+        };
+        let next = target.redirected(location).map_err(|e| (target.url(), e))?;
+        if !next.host.eq_ignore_ascii_case(&first.host) {
+            tracing::debug!(from = %target.url(), to = %next.url(), "probe does not follow a redirect to another host");
+            return Ok(answer);
+        }
+        if via >= MAX_REDIRECTS {
+            return Err((
+                next.url(),
+                format!("stopped after {MAX_REDIRECTS} redirects"),
+            ));
+        }
+        target = next;
+    }
+}
+
+/// The response, or what went wrong (Go's wording).
+async fn get(target: &HttpTarget) -> Result<Answer, String> {
     let addr = target.authority();
     let tcp = TcpStream::connect((target.host.as_str(), target.port))
         .await
@@ -133,7 +241,7 @@ impl Drop for AbortOnDrop {
     }
 }
 
-async fn send<T>(io: T, request: Request<Empty<Bytes>>) -> Result<u16, String>
+async fn send<T>(io: T, request: Request<Empty<Bytes>>) -> Result<Answer, String>
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -150,7 +258,32 @@ where
             e.to_string()
         }
     })?;
-    Ok(response.status().as_u16())
+    let code = response.status().as_u16();
+    let location = response
+        .headers()
+        .get(LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let mut body = Vec::new();
+    if (300..400).contains(&code) {
+        let mut incoming = response.into_body();
+        while body.len() < MAX_BODY {
+            match incoming.frame().await {
+                Some(Ok(frame)) => {
+                    if let Some(data) = frame.data_ref() {
+                        body.extend_from_slice(data);
+                    }
+                }
+                _ => break,
+            }
+        }
+        body.truncate(MAX_BODY);
+    }
+    Ok(Answer {
+        code,
+        location,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
 }
 
 /// TLS that accepts any server certificate: upstream's prober does not

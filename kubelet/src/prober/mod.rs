@@ -61,10 +61,12 @@ impl ProbeType {
 }
 
 /// One probe's outcome; a failure carries the message users see after
-/// `<Type> probe failed: `.
+/// `<Type> probe failed: `, a warning (a success worth telling, e.g. an
+/// httpGet redirect not followed) the one after `<Type> probe warning: `.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProbeResult {
     Success,
+    Warning(String),
     Failure(String),
 }
 

@@ -294,9 +294,10 @@ async fn liveness_failure_past_threshold_kills_the_container_and_the_pod_worker_
     pass(3.0).await;
     assert_eq!(exec_calls(&s.rt, "alive"), probes_before);
 
-    // The pod worker restarts it (the first restart is immediate); the new
-    // container gets a fresh liveness worker.
+    // The relist notices the kill, the pod worker restarts it (the first
+    // restart is immediate); the new container gets a fresh liveness worker.
     cmds.set("alive", 0);
+    s.worker.pleg().relist().await.unwrap();
     let st = status(s.worker.sync_pod(&pod).await.unwrap());
     let c = app(&st);
     assert_eq!(c.restart_count, 1);
@@ -452,11 +453,115 @@ async fn http_probe_succeeds_below_400_and_sends_path_headers_and_user_agent() {
     assert!(head.contains("user-agent: kube-probe/1.32"), "{head}");
     assert!(head.contains(&format!("host: 127.0.0.1:{port}")), "{head}");
 
+    // A 3xx that is not followed (here: no Location) is a success with a
+    // warning, as upstream.
     let (port, _) = http_server(302).await;
     assert_eq!(
         http::probe(&target(port), Duration::from_secs(1)).await,
+        ProbeResult::Warning("Probe terminated redirects, Response body: ".into())
+    );
+}
+
+/// Answers each request by its path: `/hop/<n>` redirects to `/hop/<n-1>`
+/// (relative), `/hop/0` to `/healthz`, `/elsewhere` to another host name
+/// (`localhost`, absolute, with a body), `/other-port` to the same host on
+/// `other_port`; `/healthz` answers 200. Keeps the request heads.
+async fn redirecting_server(other_port: u16) -> (u16, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let heads: Arc<Mutex<Vec<String>>> = Default::default();
+    let seen = heads.clone();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 1024];
+            while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                match conn.read(&mut chunk).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+            let head = String::from_utf8_lossy(&buf).into_owned();
+            let path = head.split_whitespace().nth(1).unwrap_or("").to_string();
+            seen.lock().unwrap().push(head);
+            let redirect = |code: u16, to: String, body: &str| {
+                format!(
+                    "HTTP/1.1 {code} Redirect\r\nlocation: {to}\r\ncontent-length: {}\r\n\r\n{body}",
+                    body.len()
+                )
+            };
+            let response = match path.as_str() {
+                "/healthz" => "HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n".to_string(),
+                "/hop/0" => redirect(302, "/healthz".into(), ""),
+                "/elsewhere" => redirect(301, format!("http://localhost:{port}/healthz"), "moved"),
+                "/other-port" => {
+                    redirect(307, format!("http://127.0.0.1:{other_port}/healthz"), "")
+                }
+                p => match p.strip_prefix("/hop/").and_then(|n| n.parse::<u32>().ok()) {
+                    Some(n) => redirect(302, format!("/hop/{}", n - 1), ""),
+                    None => "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n".to_string(),
+                },
+            };
+            let _ = conn.write_all(response.as_bytes()).await;
+        }
+    });
+    (port, heads)
+}
+
+fn at(port: u16, path: &str) -> HttpTarget {
+    HttpTarget {
+        path: path.into(),
+        ..target(port)
+    }
+}
+
+#[tokio::test]
+async fn http_probe_follows_redirects_to_the_same_host_with_its_headers() {
+    let (other, other_heads) = http_server(200).await;
+    let (port, heads) = redirecting_server(other).await;
+    // 9 redirects (hop/8 .. hop/0) and then 200: followed to the end.
+    assert_eq!(
+        http::probe(&at(port, "/hop/8"), Duration::from_secs(2)).await,
         ProbeResult::Success
     );
+    let heads = heads.lock().unwrap().clone();
+    assert_eq!(heads.len(), 10, "{heads:?}");
+    let last = heads.last().unwrap().to_lowercase();
+    assert!(last.starts_with("get /healthz http/1.1\r\n"), "{last}");
+    assert!(last.contains("x-probe: yes"), "{last}");
+    // Same host name, another port: followed too.
+    assert_eq!(
+        http::probe(&at(port, "/other-port"), Duration::from_secs(2)).await,
+        ProbeResult::Success
+    );
+    let head = other_heads.lock().unwrap()[0].to_lowercase();
+    assert!(head.contains(&format!("host: 127.0.0.1:{other}")), "{head}");
+}
+
+#[tokio::test]
+async fn http_probe_fails_at_the_tenth_redirect() {
+    let (port, heads) = redirecting_server(0).await;
+    assert_eq!(
+        http::probe(&at(port, "/hop/9"), Duration::from_secs(2)).await,
+        ProbeResult::Failure(format!(
+            "Get \"http://127.0.0.1:{port}/healthz\": stopped after 10 redirects"
+        ))
+    );
+    assert_eq!(
+        heads.lock().unwrap().len(),
+        10,
+        "the 11th request is not made"
+    );
+}
+
+#[tokio::test]
+async fn http_probe_redirected_to_another_host_succeeds_with_a_warning() {
+    let (port, heads) = redirecting_server(0).await;
+    assert_eq!(
+        http::probe(&at(port, "/elsewhere"), Duration::from_secs(2)).await,
+        ProbeResult::Warning("Probe terminated redirects, Response body: moved".into())
+    );
+    assert_eq!(heads.lock().unwrap().len(), 1, "localhost is not asked");
 }
 
 #[tokio::test]
@@ -560,5 +665,39 @@ async fn https_probe_does_not_verify_the_serving_certificate() {
     assert_eq!(
         http::probe(&t, Duration::from_secs(2)).await,
         ProbeResult::Success
+    );
+}
+
+#[tokio::test]
+async fn readiness_probe_redirected_elsewhere_is_ready_with_a_probe_warning_event() {
+    let s = setup();
+    let (port, _) = redirecting_server(0).await;
+    let pod = pod_with(json!({"readinessProbe": {
+        "httpGet": {"host": "127.0.0.1", "port": port, "path": "/elsewhere"},
+        "periodSeconds": 1
+    }}));
+    s.worker.sync_pod(&pod).await.unwrap();
+    let warned = |s: &Setup| {
+        s.sink.seen().iter().any(|(kind, reason, message, _)| {
+            kind == "Warning"
+                && reason == "ProbeWarning"
+                && message
+                    == "Readiness probe warning: Probe terminated redirects, Response body: moved"
+        })
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !warned(&s) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(warned(&s), "{:?}", s.sink.seen());
+    let st = status(s.worker.sync_pod(&pod).await.unwrap());
+    assert!(app(&st).ready, "a warning is a success");
+    assert!(
+        s.sink
+            .seen()
+            .iter()
+            .all(|(_, reason, _, _)| reason != "Unhealthy"),
+        "{:?}",
+        s.sink.seen()
     );
 }

@@ -103,7 +103,8 @@ impl<R: Runtime> Worker<R> {
         }
     }
 
-    /// Probes once and records an `Unhealthy` Event when it fails.
+    /// Probes once and records an `Unhealthy` Event when it fails (a
+    /// `ProbeWarning` one when it succeeds with a warning, as upstream).
     async fn probe_once(&self) -> bool {
         let timeout = seconds(self.probe.timeout_seconds, 1).max(Duration::from_secs(1));
         let kind = self.probe_type.as_str();
@@ -111,6 +112,19 @@ impl<R: Runtime> Worker<R> {
             Err(e) => format!("{kind} probe errored: {e}"),
             Ok(handler) => match self.run_handler(handler, timeout).await {
                 ProbeResult::Success => return true,
+                ProbeResult::Warning(output) => {
+                    let message = format!("{kind} probe warning: {output}");
+                    tracing::debug!(pod = %pod_name(&self.pod), container = %self.container.name, %message, "probe succeeded with a warning");
+                    if let Err(e) = self
+                        .shared
+                        .recorder
+                        .record(&self.pod, EventType::Warning, "ProbeWarning", &message)
+                        .await
+                    {
+                        tracing::warn!(pod = %pod_name(&self.pod), error = %e, "recording the ProbeWarning event failed");
+                    }
+                    return true;
+                }
                 ProbeResult::Failure(output) => format!("{kind} probe failed: {output}"),
             },
         };

@@ -120,7 +120,7 @@ impl<R: Runtime> KubeletService<R> {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let mut running: Vec<cri::Container> = self
             .runtime
-            .list_containers()
+            .list_containers(Some(crate::cri::containers_of_pod(&uid)))
             .await
             .map_err(|e| Status::internal(e.to_string()))?
             .into_iter()
@@ -147,7 +147,7 @@ impl<R: Runtime> KubeletService<R> {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let mut ready: Vec<cri::PodSandbox> = self
             .runtime
-            .list_pod_sandboxes()
+            .list_pod_sandboxes(Some(crate::cri::pod_sandboxes_of(&uid)))
             .await
             .map_err(|e| Status::internal(e.to_string()))?
             .into_iter()
