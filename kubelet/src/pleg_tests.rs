@@ -1,28 +1,16 @@
 //! The relist and the pod syncs that read from it, against FakeRuntime.
 
 use std::collections::HashSet;
-use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Pod, PodStatus};
 
 use super::*;
-use crate::backoff::CrashLoopBackOff;
 use crate::cri::FakeRuntime;
-use crate::pod_worker::{PodWorker, SyncOutcome, WorkerSettings};
+use crate::pod_worker::{status_of as status, PodWorker};
 
 fn worker(rt: &FakeRuntime) -> PodWorker<FakeRuntime> {
-    PodWorker::new(
-        Arc::new(rt.clone()),
-        WorkerSettings {
-            node_name: "n1".into(),
-            host_ip: "10.0.0.1".into(),
-            cluster_dns: vec![],
-            cluster_domain: "cluster.local".into(),
-            pod_logs_dir: std::env::temp_dir().join("ferrokube-kubelet-unit-logs"),
-        },
-        CrashLoopBackOff::new(Duration::from_secs(10), Duration::from_secs(300)),
-    )
+    crate::pod_worker::tests::worker(rt, Duration::from_secs(10))
 }
 
 fn pod(name: &str) -> Pod {
@@ -31,13 +19,6 @@ fn pod(name: &str) -> Pod {
         "spec": {"containers": [{"name": "app", "image": "busybox:1.36"}]}
     }))
     .unwrap()
-}
-
-fn status(o: SyncOutcome) -> PodStatus {
-    match o {
-        SyncOutcome::Status(s) => *s,
-        other => panic!("want a status, got {other:?}"),
-    }
 }
 
 fn running(s: &PodStatus) -> bool {

@@ -38,6 +38,15 @@ pub enum SyncOutcome {
     Finished,
 }
 
+/// The status a sync reported; panics on any other outcome (tests only).
+#[cfg(test)]
+pub(crate) fn status_of(o: SyncOutcome) -> PodStatus {
+    match o {
+        SyncOutcome::Status(s) => *s,
+        other => panic!("want a status, got {other:?}"),
+    }
+}
+
 /// Node-wide settings the worker needs.
 #[derive(Debug, Clone)]
 pub struct WorkerSettings {
@@ -871,4 +880,4 @@ mod env_and_mounts;
 
 #[cfg(test)]
 #[path = "pod_worker_tests.rs"]
-mod tests;
+pub(crate) mod tests;

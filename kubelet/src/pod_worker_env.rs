@@ -104,6 +104,7 @@ mod tests {
     use crate::backoff::CrashLoopBackOff;
     use crate::cri::FakeRuntime;
     use crate::object_source::FakeObjectSource;
+    use crate::pod_worker::status_of as status;
     use crate::volumes::VolumeManager;
 
     fn worker(
@@ -143,13 +144,6 @@ mod tests {
             .clone()
             .unwrap();
         (w.reason.unwrap_or_default(), w.message.unwrap_or_default())
-    }
-
-    fn status(o: SyncOutcome) -> PodStatus {
-        match o {
-            SyncOutcome::Status(s) => *s,
-            other => panic!("want a status, got {other:?}"),
-        }
     }
 
     #[tokio::test]

@@ -7,8 +7,9 @@ use k8s_openapi::api::core::v1::Pod;
 
 use super::*;
 use crate::cri::FakeRuntime;
+use crate::pod_worker::status_of as status;
 
-fn worker(rt: &FakeRuntime, initial_backoff: Duration) -> PodWorker<FakeRuntime> {
+pub(crate) fn worker(rt: &FakeRuntime, initial_backoff: Duration) -> PodWorker<FakeRuntime> {
     PodWorker::new(
         Arc::new(rt.clone()),
         WorkerSettings {
@@ -41,13 +42,6 @@ fn web() -> Pod {
             ]
         }
     }))
-}
-
-fn status(o: SyncOutcome) -> PodStatus {
-    match o {
-        SyncOutcome::Status(s) => *s,
-        other => panic!("want a status, got {other:?}"),
-    }
 }
 
 fn creates(rt: &FakeRuntime) -> Vec<String> {

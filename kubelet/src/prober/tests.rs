@@ -16,7 +16,8 @@ use super::http::{HttpTarget, Scheme};
 use super::*;
 use crate::backoff::CrashLoopBackOff;
 use crate::cri::FakeRuntime;
-use crate::pod_worker::{PodWorker, SyncOutcome, WorkerSettings};
+use crate::pod_worker::status_of as status;
+use crate::pod_worker::{PodWorker, WorkerSettings};
 
 /// Keeps Events in memory, applying merge patches to the top level.
 #[derive(Default, Clone)]
@@ -158,13 +159,6 @@ impl Commands {
 
     fn set(&self, cmd: &str, exit_code: i32) {
         self.code(cmd).store(exit_code, Ordering::SeqCst);
-    }
-}
-
-fn status(o: SyncOutcome) -> PodStatus {
-    match o {
-        SyncOutcome::Status(s) => *s,
-        other => panic!("want a status, got {other:?}"),
     }
 }
 
