@@ -127,16 +127,6 @@ const DEFAULT_HARD: [(&str, &str); 5] = [
 /// upstream's `evictionPressureTransitionPeriod` default.
 const DEFAULT_TRANSITION: Duration = Duration::from_secs(300);
 
-impl Default for EvictionSettings {
-    fn default() -> Self {
-        let hard: BTreeMap<String, String> = DEFAULT_HARD
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        EvictionSettings::parse(Some(&hard), None, None, None).expect("the defaults are valid")
-    }
-}
-
 fn invalid(field: &'static str, message: String) -> ConfigError {
     ConfigError::InvalidField { field, message }
 }
@@ -367,7 +357,7 @@ mod tests {
 
     #[test]
     fn defaults_are_upstreams_hard_thresholds() {
-        let s = EvictionSettings::default();
+        let s = EvictionSettings::parse(None, None, None, None).unwrap();
         assert_eq!(s.thresholds.len(), 5);
         assert!(s.thresholds.contains(&Threshold {
             signal: Signal::MemoryAvailable,
