@@ -25,7 +25,8 @@ use std::path::{Path, PathBuf};
 
 use ipnet::Ipv4Net;
 use netlink_packet_core::{
-    NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST,
+    NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_ECHO, NLM_F_EXCL,
+    NLM_F_REQUEST,
 };
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{
@@ -162,7 +163,14 @@ impl Request {
     /// Creates the veth pair in one request: `host_name` on the node,
     /// enslaved to `bridge` and up; its peer created directly inside the
     /// namespace `sandbox` as `sandbox_name`, still down. Both ends get `mtu`
-    /// when given.
+    /// when given, and one queue each way (what the kernel would set them to
+    /// after allocating a queue per possible CPU and waiting out an RCU grace
+    /// period to drop the rest).
+    ///
+    /// The request asks for an echo (`NLM_F_ECHO`): since Linux 6.3 the answer
+    /// then carries the host end's `RTM_NEWLINK` (name, MAC, peer index), which
+    /// spares a `RTM_GETLINK` that would make the kernel settle the new link's
+    /// pending carrier change on the spot.
     pub fn new_veth(
         host_name: &str,
         sandbox_name: &str,
@@ -184,6 +192,10 @@ impl Request {
         host.attributes
             .push(LinkAttribute::IfName(host_name.to_string()));
         host.attributes.push(LinkAttribute::Controller(bridge));
+        for end in [&mut peer, &mut host] {
+            end.attributes.push(LinkAttribute::NumTxQueues(1));
+            end.attributes.push(LinkAttribute::NumRxQueues(1));
+        }
         if let Some(m) = mtu {
             peer.attributes.push(LinkAttribute::Mtu(m));
             host.attributes.push(LinkAttribute::Mtu(m));
@@ -193,7 +205,7 @@ impl Request {
             NlLinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))),
         ]));
         let mut req = Self::new(RouteNetlinkMessage::NewLink(host), "create veth", host_name);
-        req.flags = NLM_F_CREATE | NLM_F_EXCL;
+        req.flags = NLM_F_CREATE | NLM_F_EXCL | NLM_F_ECHO;
         req
     }
 

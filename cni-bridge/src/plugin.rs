@@ -196,10 +196,10 @@ fn attach(
         bridge.index,
         conf.mtu,
     ));
+    let veth_answer = node_side.len() - 1;
     if conf.hairpin_mode {
         node_side.push(Request::set_hairpin(veth, true));
     }
-    node_side.push(Request::get_link(veth));
     // The bridge takes the lowest port MAC, so it is read after the port was added.
     node_side.push(Request::get_link_by_index(bridge.index));
     let mut answers = host.batch(node_side).map_err(|e| match e {
@@ -213,7 +213,11 @@ fn attach(
         e => e,
     })?;
     let bridge_now = answers.pop().as_deref().and_then(first_link);
-    let host_end = answers.pop().as_deref().and_then(first_link);
+    // The kernel's echo of the creation; kernels before 6.3 do not echo.
+    let host_end = match first_link(&answers[veth_answer]).filter(|l| l.name == veth) {
+        Some(link) => Some(link),
+        None => host.link(veth)?,
+    };
     let (Some(bridge_now), Some(host_end)) = (bridge_now, host_end) else {
         return Err(CniError::new(
             ErrorCode::IoFailure,
@@ -241,21 +245,19 @@ fn attach(
     let mut pod_side = vec![
         Request::set_state(LOOPBACK_INDEX, true, None),
         Request::add_address(pod_index, address).tolerate(&[EEXIST]),
-        // Up before routes: a gateway is only reachable once the link's subnet route exists.
-        Request::set_state(pod_index, true, None),
     ];
+    // Read while down: once up, reading it makes the kernel settle its carrier change first.
+    let pod_end_answer = pod_side.len();
+    pod_side.push(Request::get_link_by_index(pod_index));
+    // Up before routes: a gateway is only reachable once the link's subnet route exists.
+    pod_side.push(Request::set_state(pod_index, true, None));
     for (dst, gw) in &routes {
         pod_side.push(
             Request::add_route(*dst, gw.unwrap_or(range.gateway), pod_index).tolerate(&[EEXIST]),
         );
     }
-    pod_side.push(Request::get_link_by_index(pod_index));
     let pod = Netlink::in_netns(sandbox.ns, sandbox.path)?;
-    let pod_end = pod
-        .batch(pod_side)?
-        .pop()
-        .as_deref()
-        .and_then(first_link)
+    let pod_end = first_link(&pod.batch(pod_side)?[pod_end_answer])
         .filter(|l| l.name == env.ifname)
         .ok_or_else(|| {
             CniError::new(

@@ -217,6 +217,40 @@ fn add_gives_eth0_the_first_address_after_the_gateway_a_default_route_and_loopba
     );
 }
 
+/// The MAC address `ip` shows for `link` inside `ns`.
+fn mac_of(ns: &Netns, link: &str) -> String {
+    let shown = ns.stdout(&["ip", "-o", "link", "show", link]);
+    let mut words = shown.split_whitespace();
+    words
+        .find(|w| *w == "link/ether")
+        .and_then(|_| words.next())
+        .unwrap_or_else(|| panic!("no MAC for {link}: {shown}"))
+        .to_string()
+}
+
+#[test]
+fn result_interfaces_name_the_links_with_the_macs_the_kernel_shows() {
+    let node = Node::new("macs");
+    // Two pods: the bridge takes its lowest port's MAC, so the second ADD
+    // may change it, and its result must say so.
+    let pods = [Netns::new("pm1"), Netns::new("pm2")];
+    for (id, pod) in ["m1", "m2"].into_iter().zip(&pods) {
+        let result = node.add(id, pod);
+        let interfaces = result["interfaces"].as_array().expect("interfaces");
+        assert_eq!(interfaces.len(), 3, "{result}");
+        let [bridge, host_end, pod_end] = [0, 1, 2].map(|i| &interfaces[i]);
+        assert_eq!(bridge["name"], "cni0");
+        assert_eq!(bridge["mac"], mac_of(&node.ns, "cni0"), "{result}");
+        let veth = host_end["name"].as_str().expect("host veth name");
+        assert!(veth.starts_with("veth"), "{result}");
+        assert_eq!(host_end["mac"], mac_of(&node.ns, veth), "{result}");
+        assert_eq!(pod_end["name"], "eth0");
+        assert_eq!(pod_end["mac"], mac_of(pod, "eth0"), "{result}");
+        let master = node.ns.stdout(&["ip", "-o", "link", "show", veth]);
+        assert!(master.contains("master cni0"), "{master}");
+    }
+}
+
 #[test]
 fn two_pods_on_one_bridge_get_distinct_addresses_and_reach_each_other() {
     let node = Node::new("ping");
