@@ -38,10 +38,16 @@ with_node() {
 build() {
   command -v cargo >/dev/null || die "cargo not found: install Rust 1.85 or newer (rustup), then rerun"
   local crates=(-p etcd-lite -p kube-apiserver)
-  with_node && crates+=(-p kubelet -p ferrokube-cni-bridge)
+  with_node && crates+=(-p kubelet)
   log "building ${crates[*]//-p /} (release)"
   (cd "$repo" && cargo build --release "${crates[@]}" >&2)
   target="${CARGO_TARGET_DIR:-$repo/target}/release"
+  if with_node; then
+    # Linked statically, as installed on nodes (the alias is in .cargo/config.toml).
+    log "building cni-bridge (release, static)"
+    (cd "$repo" && cargo build-cni-bridge >&2)
+    cni_bridge="${CARGO_TARGET_DIR:-$repo/target}/x86_64-unknown-linux-gnu/release/cni-bridge"
+  fi
 }
 
 pid_of() { # NAME: the pid in $dir/NAME.pid if that process still runs NAME
@@ -58,8 +64,8 @@ pid_of() { # NAME: the pid in $dir/NAME.pid if that process still runs NAME
 start_node() {
   install_packages containerd runc busybox-static iptables iproute2
   mkdir -p "$node_dir/cni-bin" "$node_dir/manifests"
-  ln -sf "$target/cni-bridge" "$node_dir/cni-bin/cni-bridge"
-  ln -sf "$target/cni-bridge" "$node_dir/cni-bin/loopback"
+  ln -sf "$cni_bridge" "$node_dir/cni-bin/cni-bridge"
+  ln -sf "$cni_bridge" "$node_dir/cni-bin/loopback"
   "$repo/deploy/containerd/containerd.sh" start "$node_dir/containerd" \
     --cni-bin-dir "$node_dir/cni-bin" --cni-conf-dir "$node_dir/net.d" >/dev/null
   "$repo/deploy/images/build.sh" --out "$dir/images" --import \

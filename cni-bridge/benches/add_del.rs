@@ -2,7 +2,9 @@
 //! (`/usr/lib/cni/bridge` + `/usr/lib/cni/host-local`) on the same config, in
 //! one run, inside a node network namespace this benchmark creates.
 //!
-//! `cargo bench -p ferrokube-cni-bridge --bench add_del -- [cycles]` (default 200).
+//! `cargo bench-cni-bridge -- [cycles]` (default 200) measures the static build
+//! nodes run (alias in `.cargo/config.toml`); `cargo bench -p
+//! ferrokube-cni-bridge --bench add_del` the plain dynamically linked one.
 //! Each measured time is one plugin process, spawn to exit, as a runtime sees it.
 //! Ours and the reference alternate cycle by cycle so background noise hits both.
 //! Needs root. Traffic: none; only links, addresses, routes and nat rules inside
@@ -114,6 +116,32 @@ fn conf(plugin_type: &str, bridge: &str, subnet: &str, data_dir: &str, ip_masq: 
     })
 }
 
+/// Whether an ELF executable asks for a dynamic loader (has a `PT_INTERP`
+/// program header): start-up cost differs a lot between the two.
+fn linkage(path: &str) -> &'static str {
+    const PT_INTERP: u32 = 3;
+    let Ok(elf) = std::fs::read(path) else {
+        return "unreadable";
+    };
+    let field = |at: usize, len: usize| -> Option<u64> {
+        let bytes = elf.get(at..at + len)?;
+        Some(bytes.iter().rev().fold(0, |v, b| v << 8 | u64::from(*b)))
+    };
+    // ELF64 little-endian: e_phoff at 0x20, e_phentsize at 0x36, e_phnum at 0x38.
+    let (Some(phoff), Some(entsize), Some(count)) =
+        (field(0x20, 8), field(0x36, 2), field(0x38, 2))
+    else {
+        return "not an ELF64 file";
+    };
+    let interp =
+        (0..count).any(|i| field((phoff + i * entsize) as usize, 4) == Some(u64::from(PT_INTERP)));
+    if interp {
+        "dynamically linked"
+    } else {
+        "statically linked"
+    }
+}
+
 fn percentile_ms(samples: &[Duration], p: f64) -> f64 {
     let mut v: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1e3).collect();
     if v.is_empty() {
@@ -144,6 +172,9 @@ fn main() {
     let data = std::env::temp_dir().join(format!("cnibench-{pid}"));
 
     println!("cni-bridge ADD/DEL latency, {cycles} cycles per plugin and config, after {WARMUP} warm-up cycles");
+    for binary in [OURS, REFERENCE] {
+        println!("- {binary}: {}", linkage(binary));
+    }
     println!();
     println!("| config | plugin | ADD p50 ms | ADD p99 ms | DEL p50 ms | DEL p99 ms |");
     println!("|---|---|---:|---:|---:|---:|");
