@@ -8,8 +8,11 @@
 //! per second over 10 s with them all running (the steady relist cost), and
 //! the kubelet's RSS with the 30 pods running.
 //!
-//! `cargo build --release -p ferrokube-cni-bridge && cargo bench -p kubelet --bench pod_startup -- [pods]`
-//! (default 30). Needs root (the rig: a network namespace, containerd, runc).
+//! `cargo build --release -p ferrokube-cni-bridge && cargo bench -p kubelet --bench pod_startup -- [pods] [--interval-ms N]`
+//! (default 30 pods, all at once; with `--interval-ms`, one every N ms, as
+//! upstream's node density tests also run). Also prints how busy the whole
+//! node's CPU was while the pods started, and how many tasks (processes and
+//! threads) it created per pod. Needs root (the rig: a network namespace, containerd, runc).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -83,20 +86,55 @@ fn rss_mib(pid: u32) -> f64 {
         .map_or(0.0, |kib| kib / 1024.0)
 }
 
-fn main() {
-    let pods: usize = std::env::args()
+/// The whole node's CPU so far, from `/proc/stat`: (busy, all) in clock
+/// ticks, busy being everything but idle and iowait; and the number of
+/// tasks (processes and threads) created since boot.
+fn node_cpu_and_forks() -> (u64, u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
         .skip(1)
-        .find(|a| !a.starts_with('-'))
-        .map_or(30, |a| a.parse().expect("pods: a number"));
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    let all: u64 = ticks.iter().take(8).sum();
+    let idle = ticks.get(3).copied().unwrap_or(0) + ticks.get(4).copied().unwrap_or(0);
+    let forks = stat
+        .lines()
+        .find_map(|l| l.strip_prefix("processes "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0);
+    (all - idle, all, forks)
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let mut pods = 30;
+    let mut interval = Duration::ZERO;
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--interval-ms" => {
+                let v = args
+                    .next()
+                    .expect("--interval-ms: a number of milliseconds");
+                interval = Duration::from_millis(v.parse().expect("--interval-ms: a number"));
+            }
+            // cargo bench passes --bench to every bench binary.
+            "--bench" => {}
+            n => pods = n.parse().expect("pods: a number"),
+        }
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
-    runtime.block_on(run(pods));
+    runtime.block_on(run(pods, interval));
 }
 
-async fn run(pods: usize) {
+async fn run(pods: usize, interval: Duration) {
     let Some(rig) = Rig::start("bench", 1).await else {
         std::process::exit(1);
     };
@@ -113,7 +151,9 @@ async fn run(pods: usize) {
         .expect("containerd.pid");
     let cpu = || (cpu_time(kubelet_pid), cpu_time(containerd_pid));
     let cpu_before = cpu();
+    let node_before = node_cpu_and_forks();
     let started = Instant::now();
+    let start = tokio::time::Instant::now();
     let creates = (0..pods).map(|i| {
         let client = client.clone();
         let pod: Pod = serde_json::from_value(serde_json::json!({
@@ -126,29 +166,24 @@ async fn run(pods: usize) {
         }))
         .unwrap();
         async move {
+            tokio::time::sleep_until(start + interval * i as u32).await;
             let (t, wall) = (Instant::now(), SystemTime::now());
             client.create("default", &pod).await.unwrap();
             (format!("startup-{i}"), (t, wall))
         }
     });
-    let created_at: HashMap<String, (Instant, SystemTime)> = futures::future::join_all(creates)
-        .await
-        .into_iter()
-        .collect();
-    let created: HashMap<String, Instant> = created_at
-        .iter()
-        .map(|(n, (t, _))| (n.clone(), *t))
-        .collect();
-    let mut running_at: HashMap<String, SystemTime> = HashMap::new();
-    let mut latencies: HashMap<String, Duration> = HashMap::new();
+    // Created in the background, so that a pod seen running while later ones
+    // are still being created (with --interval-ms) is timed when seen.
+    let creating = tokio::spawn(futures::future::join_all(creates));
+    let mut seen: HashMap<String, (Instant, SystemTime)> = HashMap::new();
     let deadline = tokio::time::Instant::now() + TIMEOUT;
-    while latencies.len() < pods {
+    while seen.len() < pods {
         let Ok(ev) = tokio::time::timeout_at(deadline, events.next()).await else {
             let log = node.kubelet_log();
             let tail: Vec<&str> = log.lines().rev().take(40).collect();
-            let waiting: Vec<&String> = created
-                .keys()
-                .filter(|n| !latencies.contains_key(*n))
+            let waiting: Vec<String> = (0..pods)
+                .map(|i| format!("startup-{i}"))
+                .filter(|n| !seen.contains_key(n))
                 .collect();
             panic!(
                 "not running within {TIMEOUT:?}: {waiting:?}; kubelet log (last lines, newest first):\n{}",
@@ -159,20 +194,41 @@ async fn run(pods: usize) {
         let (WatchEvent::Added(p) | WatchEvent::Modified(p)) = ev else {
             continue;
         };
-        let name = p.metadata.name.clone().unwrap_or_default();
-        if all_running(&p) && !latencies.contains_key(&name) {
-            latencies.insert(name.clone(), created[&name].elapsed());
-            running_at.insert(name.clone(), SystemTime::now());
+        if all_running(&p) {
+            let name = p.metadata.name.clone().unwrap_or_default();
+            seen.entry(name)
+                .or_insert_with(|| (Instant::now(), SystemTime::now()));
         }
     }
+    let created_at: HashMap<String, (Instant, SystemTime)> = creating
+        .await
+        .expect("creating the pods")
+        .into_iter()
+        .collect();
+    let latencies: Vec<Duration> = seen
+        .iter()
+        .map(|(name, (at, _))| at.duration_since(created_at[name].0))
+        .collect();
+    let running_at: HashMap<String, SystemTime> = seen
+        .iter()
+        .map(|(name, (_, wall))| (name.clone(), *wall))
+        .collect();
     let all = started.elapsed();
     let cpu_started = cpu();
+    let node_started = node_cpu_and_forks();
     tokio::time::sleep(STEADY_WINDOW).await;
     let cpu_steady = cpu();
     let rss = node.kubelet_pid().map_or(0.0, rss_mib);
-    let mut sorted: Vec<Duration> = latencies.into_values().collect();
+    let mut sorted = latencies;
     sorted.sort();
-    println!("pod startup, {pods} pods created at once on one node (image present):");
+    if interval.is_zero() {
+        println!("pod startup, {pods} pods created at once on one node (image present):");
+    } else {
+        println!(
+            "pod startup, {pods} pods created one every {} on one node (image present):",
+            ms(interval)
+        );
+    }
     println!(
         "  p50 {}  p99 {}  max {}  (all running after {})",
         ms(percentile(&sorted, 0.50)),
@@ -219,6 +275,18 @@ async fn run(pods: usize) {
         "  CPU while starting: kubelet {}, containerd {}",
         ms(cpu_started.0 - cpu_before.0),
         ms(cpu_started.1 - cpu_before.1)
+    );
+    let (busy, total) = (
+        node_started.0 - node_before.0,
+        (node_started.1 - node_before.1).max(1),
+    );
+    let tick = 1.0 / clock_ticks_per_second();
+    println!(
+        "  whole node while starting: CPU busy {:.0} % ({:.0} CPU-ms per pod), {} tasks created (processes and threads; {:.1} per pod)",
+        busy as f64 * 100.0 / total as f64,
+        busy as f64 * tick * 1000.0 / pods as f64,
+        node_started.2 - node_before.2,
+        (node_started.2 - node_before.2) as f64 / pods as f64,
     );
     let per_second = |d: Duration| ms(d.div_f64(STEADY_WINDOW.as_secs_f64()));
     println!(
