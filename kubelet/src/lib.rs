@@ -5,6 +5,7 @@
 //! their status. Entry point: [`run`] (or [`run_with`] for a given client
 //! and runtime).
 
+pub mod admission;
 pub mod api_handle;
 pub mod backoff;
 pub mod cgroups;
@@ -33,7 +34,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferrokube_client::{Client, DeleteParams, ObjectKey, Reflector, Store};
+use ferrokube_client::{
+    Client, DeleteParams, EventRecorder, EventType, ObjectKey, Reflector, Store,
+};
 use k8s_openapi::api::core::v1::Pod;
 
 use api_handle::ApiHandle;
@@ -199,6 +202,15 @@ pub async fn run_with_connector<R: Runtime>(
     ));
     // The pods: static ones always, API ones once their list is in.
     let relist_every = config.sync_frequency.min(RELIST_PERIOD);
+    let machine = node::MachineInfo::read();
+    let gate = Gate {
+        node: admission::Allocatable {
+            pods: config.max_pods,
+            cpu_millis: machine.cpus as i64 * 1000,
+            memory_bytes: machine.memory_kib as i64 * 1024,
+        },
+        events: EventRecorder::new(api.clone(), "kubelet").with_host(&config.node_name),
+    };
     tasks.spawn(sync_loop(
         worker,
         volumes,
@@ -206,6 +218,7 @@ pub async fn run_with_connector<R: Runtime>(
         store,
         api,
         statics,
+        gate,
         relist_every,
         config.sync_frequency,
     ));
@@ -374,6 +387,14 @@ type SyncDone = (String, bool);
 /// running. One sync per pod at a time; a pod wanted while its sync runs is
 /// synced again when it ends.
 #[allow(clippy::too_many_arguments)]
+/// Pod admission's inputs: what the node offers, and where a rejection is
+/// told (see [`admission`]).
+struct Gate {
+    node: admission::Allocatable,
+    events: EventRecorder<ApiHandle>,
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn sync_loop<R: Runtime>(
     worker: Arc<PodWorker<R>>,
     volumes: Arc<volumes::VolumeManager>,
@@ -381,9 +402,11 @@ async fn sync_loop<R: Runtime>(
     store: Store<Pod>,
     api: ApiHandle,
     statics: StaticPods,
+    gate: Gate,
     relist_every: Duration,
     resync_every: Duration,
 ) {
+    let gate = Arc::new(gate);
     let mut tick = tokio::time::interval(relist_every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut api_changes = store.subscribe();
@@ -402,6 +425,10 @@ async fn sync_loop<R: Runtime>(
     let mut statics_seen: HashSet<String> = HashSet::new();
     // The mirror pod (uid/resourceVersion) each static pod was synced with.
     let mut mirrors_seen: HashMap<String, String> = HashMap::new();
+    // API pods admitted to run here, and those rejected (their Failed
+    // status written or on its way).
+    let mut admitted: HashSet<String> = HashSet::new();
+    let mut rejected: HashSet<String> = HashSet::new();
     loop {
         let mut relist_now = false;
         let wanted = tokio::select! {
@@ -428,6 +455,8 @@ async fn sync_loop<R: Runtime>(
                     unsteady.remove(&uid);
                 } else {
                     unsteady.insert(uid.clone());
+                    // A rejection that could not be written is decided again.
+                    rejected.remove(&uid);
                 }
                 let mut want = HashSet::new();
                 if again.remove(&uid) {
@@ -458,6 +487,8 @@ async fn sync_loop<R: Runtime>(
             synced_at.retain(|uid, _| live.contains(uid));
             unsteady.retain(|uid| live.contains(uid));
             again.retain(|uid| live.contains(uid));
+            admitted.retain(|uid| live.contains(uid));
+            rejected.retain(|uid| live.contains(uid));
         }
         statics_seen.retain(|uid| static_live.contains(uid));
         mirrors_seen.retain(|uid, _| static_live.contains(uid));
@@ -478,6 +509,7 @@ async fn sync_loop<R: Runtime>(
             Wanted::All => true,
             Wanted::Some(set) => set.contains(uid),
         };
+        let running_statics = static_pods.clone();
         for pod in static_pods {
             let Some(uid) = pod.metadata.uid.clone() else {
                 continue;
@@ -520,10 +552,56 @@ async fn sync_loop<R: Runtime>(
         let Some(client) = client else {
             continue;
         };
-        for pod in api_pods {
+        // Admitted in creation order, as upstream: the older pod gets the room.
+        let mut api_pods = api_pods;
+        api_pods.sort_by(|a, b| {
+            let key = |p: &Pod| {
+                (
+                    p.metadata.creation_timestamp.clone(),
+                    p.metadata.name.clone(),
+                )
+            };
+            key(a).cmp(&key(b))
+        });
+        for pod in &api_pods {
             let Some(uid) = pod.metadata.uid.clone() else {
                 continue;
             };
+            if rejected.contains(&uid) {
+                continue;
+            }
+            if !admitted.contains(&uid) {
+                if needs_admission(pod) {
+                    let active = api_pods
+                        .iter()
+                        .filter(|p| {
+                            p.metadata
+                                .uid
+                                .as_ref()
+                                .is_some_and(|u| admitted.contains(u))
+                                && !is_terminal(p)
+                        })
+                        .map(|p| &**p)
+                        .chain(running_statics.iter());
+                    if let Err(rejection) = admission::admit(pod, active, &gate.node) {
+                        rejected.insert(uid.clone());
+                        in_flight.insert(uid.clone());
+                        let (client, store, gate, done, pod) = (
+                            client.clone(),
+                            store.clone(),
+                            gate.clone(),
+                            done_tx.clone(),
+                            pod.clone(),
+                        );
+                        tokio::spawn(async move {
+                            let written = reject(&client, &store, &gate, &pod, rejection).await;
+                            let _ = done.send((uid, written));
+                        });
+                        continue;
+                    }
+                }
+                admitted.insert(uid.clone());
+            }
             let version = pod.metadata.resource_version.clone().unwrap_or_default();
             if !wants(&uid) && synced_at.get(&uid) == Some(&version) {
                 continue;
@@ -534,11 +612,12 @@ async fn sync_loop<R: Runtime>(
             }
             synced_at.insert(uid.clone(), version);
             in_flight.insert(uid.clone());
-            let (worker, client, store, done) = (
+            let (worker, client, store, done, pod) = (
                 worker.clone(),
                 client.clone(),
                 store.clone(),
                 done_tx.clone(),
+                pod.clone(),
             );
             tokio::spawn(async move {
                 let steady = sync_one(&worker, &client, &store, &pod).await;
@@ -605,6 +684,64 @@ async fn relist_and_clean_up<R: Runtime>(
 /// Whether a pod needs no sync until something changes: past Pending and
 /// no container waiting (to be created, started, or restarted after its
 /// back-off).
+fn is_terminal(pod: &Pod) -> bool {
+    matches!(
+        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded" | "Failed")
+    )
+}
+
+/// Whether `pod` is new to the node and must be admitted before it runs.
+/// One that finished, is being deleted, or was admitted already (it has a
+/// `startTime`, also from a kubelet before a restart) is not.
+fn needs_admission(pod: &Pod) -> bool {
+    pod.metadata.deletion_timestamp.is_none()
+        && !is_terminal(pod)
+        && pod.status.as_ref().is_none_or(|s| s.start_time.is_none())
+}
+
+/// Rejects `pod`, as upstream's kubelet: a Warning event, then phase Failed
+/// with the rejection's reason. Returns whether the status was written.
+async fn reject(
+    client: &Client,
+    store: &Store<Pod>,
+    gate: &Gate,
+    pod: &Pod,
+    rejection: admission::Rejection,
+) -> bool {
+    let name = pod_worker::pod_name(pod);
+    tracing::warn!(pod = %name, reason = %rejection.reason, message = %rejection.message, "pod rejected");
+    if let Err(e) = gate
+        .events
+        .record(
+            pod,
+            EventType::Warning,
+            &rejection.reason,
+            &rejection.message,
+        )
+        .await
+    {
+        tracing::warn!(pod = %name, error = %e, "recording the rejection event failed");
+    }
+    let mut updated = pod.clone();
+    updated.status = Some(k8s_openapi::api::core::v1::PodStatus {
+        phase: Some("Failed".into()),
+        reason: Some(rejection.reason),
+        message: Some(format!("Pod was rejected: {}", rejection.message)),
+        ..Default::default()
+    });
+    match client.update_status(&updated).await {
+        Ok(stored) => {
+            store.upsert(stored);
+            true
+        }
+        Err(e) => {
+            tracing::warn!(pod = %name, error = %e, "writing the rejected pod's status failed");
+            false
+        }
+    }
+}
+
 fn is_steady(status: &k8s_openapi::api::core::v1::PodStatus) -> bool {
     let no_waiting = |cs: &Option<Vec<k8s_openapi::api::core::v1::ContainerStatus>>| {
         cs.iter()

@@ -65,7 +65,8 @@ async fn kubelet_registers_runs_pods_and_adopts_them_after_restart() {
     assert_eq!(labels["kubernetes.io/hostname"], node_name);
     assert_eq!(labels["kubernetes.io/os"], "linux");
     let status = n.status.unwrap();
-    assert_eq!(status.capacity.unwrap()["pods"].0, "30");
+    // maxPods left at upstream's default.
+    assert_eq!(status.capacity.unwrap()["pods"].0, "110");
     assert!(status
         .node_info
         .unwrap()
@@ -265,4 +266,122 @@ async fn eviction_threshold_met_sets_memory_pressure() {
     assert_eq!(get("PIDPressure").status, "False");
     assert_eq!(get("Ready").status, "True");
     assert!(node.kubelet_log().contains("eviction threshold met"));
+}
+
+/// Pod admission, as upstream's kubelet: with `maxPods: 2`, a third pod is
+/// rejected (Failed, `OutOfpods`, a Warning event) and never started, as is
+/// a pod asking for more cpu than the node has; a restarted kubelet keeps
+/// the two it admitted; deleting one makes room for a new pod.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_beyond_max_pods_or_the_nodes_cpu_are_rejected_and_never_started() {
+    let options = support::RigOptions {
+        kubelet_config: "maxPods: 2\n".into(),
+        ..Default::default()
+    };
+    let Some(mut rig) = Rig::start_with("admit", 1, options).await else {
+        return;
+    };
+    let client = rig.client().await;
+    let node_name = rig.nodes[0].name.clone();
+    let n: Node = client.get("", &node_name).await.unwrap();
+    assert_eq!(n.status.unwrap().allocatable.unwrap()["pods"].0, "2");
+    let phase = |p: Option<Pod>| p.and_then(|p| p.status?.phase).unwrap_or_default();
+    let sleeper = |name: &str| pod(&node_name, name, "Always", &["sleep", "3600"]);
+    let wait_phase = |name: &'static str, want: &'static str| {
+        let client = client.clone();
+        async move {
+            wait_for(Duration::from_secs(60), || async {
+                phase(get_pod(&client, name).await) == want
+            })
+            .await
+        }
+    };
+
+    // More cpu than any node here has: rejected although a slot is free.
+    let mut greedy = sleeper("greedy");
+    greedy.spec.as_mut().unwrap().containers[0].resources =
+        Some(serde_json::from_value(serde_json::json!({"requests": {"cpu": "1000"}})).unwrap());
+    client.create("default", &greedy).await.unwrap();
+    assert!(
+        wait_phase("greedy", "Failed").await,
+        "greedy was not rejected"
+    );
+    let status = get_pod(&client, "greedy").await.unwrap().status.unwrap();
+    assert_eq!(status.reason.as_deref(), Some("OutOfcpu"));
+    assert!(
+        status
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .starts_with("Pod was rejected: Node didn't have enough resource: cpu, requested: 1000000, used: 0, capacity: "),
+        "{status:?}"
+    );
+
+    for name in ["first", "second"] {
+        client.create("default", &sleeper(name)).await.unwrap();
+    }
+    assert!(wait_phase("first", "Running").await, "first did not run");
+    assert!(wait_phase("second", "Running").await, "second did not run");
+    client.create("default", &sleeper("third")).await.unwrap();
+    assert!(
+        wait_phase("third", "Failed").await,
+        "third was not rejected"
+    );
+    let status = get_pod(&client, "third").await.unwrap().status.unwrap();
+    assert_eq!(status.reason.as_deref(), Some("OutOfpods"));
+    assert_eq!(
+        status.message.as_deref(),
+        Some("Pod was rejected: Node didn't have enough resource: pods, requested: 1, used: 2, capacity: 2")
+    );
+    let events: Vec<k8s_openapi::api::core::v1::Event> = client
+        .list::<k8s_openapi::api::core::v1::Event>("default", &Default::default())
+        .await
+        .unwrap()
+        .items;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.involved_object.name.as_deref() == Some("third")
+                && e.reason.as_deref() == Some("OutOfpods")
+                && e.type_.as_deref() == Some("Warning")),
+        "no OutOfpods event for third: {events:?}"
+    );
+    let log = rig.nodes[0].kubelet_log();
+    for name in ["greedy", "third"] {
+        assert!(
+            !log.contains(&format!("started pod sandbox pod=default/{name} ")),
+            "{name} was started:\n{log}"
+        );
+    }
+
+    // The two admitted pods stay admitted across a kubelet restart.
+    let first_uid = get_pod(&client, "first").await.unwrap().metadata.uid;
+    rig.nodes[0].stop_kubelet().await;
+    rig.nodes[0].start_kubelet().await;
+    client.create("default", &sleeper("fourth")).await.unwrap();
+    assert!(
+        wait_phase("fourth", "Failed").await,
+        "fourth was not rejected"
+    );
+    for name in ["first", "second"] {
+        assert_eq!(phase(get_pod(&client, name).await), "Running", "{name}");
+    }
+
+    // Deleting one makes room.
+    client
+        .delete::<Pod>("default", "first", &DeleteParams::default())
+        .await
+        .unwrap();
+    let gone = wait_for(Duration::from_secs(60), || async {
+        get_pod(&client, "first").await.and_then(|p| p.metadata.uid) != first_uid
+    })
+    .await;
+    assert!(gone, "first was not deleted");
+    client.create("default", &sleeper("fifth")).await.unwrap();
+    assert!(
+        wait_phase("fifth", "Running").await,
+        "fifth did not run in the freed slot: {:?}\n{}",
+        get_pod(&client, "fifth").await.map(|p| p.status),
+        rig.nodes[0].kubelet_log()
+    );
 }

@@ -317,7 +317,6 @@ impl TestNode {
                  kind: KubeletConfiguration\n\
                  podCIDR: {}\n\
                  clusterDNS: [10.96.0.10]\n\
-                 maxPods: 30\n\
                  cgroupDriver: cgroupfs\n\
                  nodeStatusUpdateFrequency: 2s\n\
                  podLogsDir: {}\n\

@@ -1,0 +1,207 @@
+//! Pod admission: a pod bound to this node runs only if it fits beside the
+//! pods already admitted, as upstream's kubelet admits pods (its predicate
+//! admit handler): they count against `maxPods`, and their cpu and memory
+//! requests against what the node has. There is no scheduler in front of
+//! the kubelet yet, so this is the only gate. A pod that does not fit is
+//! rejected: phase Failed with reason `OutOf<resource>`, and it never starts.
+
+use std::collections::BTreeMap;
+
+use ferrokube_api::quantity::Quantity;
+use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity as ApiQuantity;
+
+/// What the node offers pods (its allocatable).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Allocatable {
+    pub pods: i64,
+    pub cpu_millis: i64,
+    pub memory_bytes: i64,
+}
+
+/// Why a pod was rejected, in upstream's words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// `OutOfpods`, `OutOfcpu` or `OutOfmemory`: the pod status's reason
+    /// and the Warning event's.
+    pub reason: String,
+    /// `Node didn't have enough resource: ...`; the status message is this
+    /// after `Pod was rejected: `.
+    pub message: String,
+}
+
+/// What a pod asks of the node: cpu in millicores and memory in bytes.
+/// Init containers run one at a time before the others, so a pod needs the
+/// larger of its containers' sum and its largest init container. A limit
+/// stands in for a missing request, as the API's defaulting does.
+pub fn pod_requests(pod: &Pod) -> (i64, i64) {
+    let Some(spec) = &pod.spec else {
+        return (0, 0);
+    };
+    let (mut cpu, mut memory) = spec
+        .containers
+        .iter()
+        .map(container_requests)
+        .fold((0, 0), |(c, m), (cc, cm)| (c + cc, m + cm));
+    for (c, m) in spec
+        .init_containers
+        .iter()
+        .flatten()
+        .map(container_requests)
+    {
+        cpu = cpu.max(c);
+        memory = memory.max(m);
+    }
+    (cpu, memory)
+}
+
+fn container_requests(c: &Container) -> (i64, i64) {
+    let resources = c.resources.clone().unwrap_or_default();
+    let get = |m: &Option<BTreeMap<String, ApiQuantity>>, k: &str| {
+        m.as_ref()
+            .and_then(|m| m.get(k))
+            .and_then(|q| Quantity::parse(&q.0).ok())
+    };
+    let pick = |k: &str| get(&resources.requests, k).or_else(|| get(&resources.limits, k));
+    (
+        pick("cpu").map_or(0, |q| q.milli_value() as i64),
+        pick("memory").map_or(0, |q| q.value() as i64),
+    )
+}
+
+/// Whether `pod` fits beside the pods already `admitted` (those still
+/// running or starting, static pods included).
+pub fn admit<'a>(
+    pod: &Pod,
+    admitted: impl IntoIterator<Item = &'a Pod>,
+    node: &Allocatable,
+) -> Result<(), Rejection> {
+    let (mut used_pods, mut used_cpu, mut used_memory) = (0, 0, 0);
+    for p in admitted {
+        let (cpu, memory) = pod_requests(p);
+        used_pods += 1;
+        used_cpu += cpu;
+        used_memory += memory;
+    }
+    let insufficient = |resource: &str, requested: i64, used: i64, capacity: i64| {
+        Rejection {
+        reason: format!("OutOf{resource}"),
+        message: format!(
+            "Node didn't have enough resource: {resource}, requested: {requested}, used: {used}, capacity: {capacity}"
+        ),
+    }
+    };
+    if used_pods + 1 > node.pods {
+        return Err(insufficient("pods", 1, used_pods, node.pods));
+    }
+    let (cpu, memory) = pod_requests(pod);
+    if cpu > 0 && cpu > node.cpu_millis - used_cpu {
+        return Err(insufficient("cpu", cpu, used_cpu, node.cpu_millis));
+    }
+    if memory > 0 && memory > node.memory_bytes - used_memory {
+        return Err(insufficient(
+            "memory",
+            memory,
+            used_memory,
+            node.memory_bytes,
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(requests: &[(&str, &str)], limits: &[(&str, &str)], init: Option<(&str, &str)>) -> Pod {
+        let map = |kv: &[(&str, &str)]| {
+            serde_json::Value::Object(
+                kv.iter()
+                    .map(|(k, v)| (k.to_string(), serde_json::json!(v)))
+                    .collect(),
+            )
+        };
+        let mut spec = serde_json::json!({
+            "containers": [
+                {"name": "a", "image": "i", "resources": {"requests": map(requests), "limits": map(limits)}},
+                {"name": "b", "image": "i", "resources": {"requests": map(requests)}},
+            ]
+        });
+        if let Some((k, v)) = init {
+            spec["initContainers"] = serde_json::json!([{"name": "init", "image": "i", "resources": {"requests": {k: v}}}]);
+        }
+        serde_json::from_value(serde_json::json!({"metadata": {"name": "p"}, "spec": spec}))
+            .unwrap()
+    }
+
+    const NODE: Allocatable = Allocatable {
+        pods: 3,
+        cpu_millis: 2000,
+        memory_bytes: 4 << 30,
+    };
+
+    #[test]
+    fn requests_add_up_over_containers_and_init_containers_take_the_larger() {
+        assert_eq!(
+            pod_requests(&pod(&[("cpu", "250m"), ("memory", "64Mi")], &[], None)),
+            (500, 128 << 20)
+        );
+        // A limit stands in for a missing request (container a only).
+        assert_eq!(pod_requests(&pod(&[], &[("cpu", "1")], None)), (1000, 0));
+        // An init container larger than the containers' sum sets the request.
+        assert_eq!(
+            pod_requests(&pod(&[("cpu", "100m")], &[], Some(("cpu", "1500m")))),
+            (1500, 0)
+        );
+        assert_eq!(
+            pod_requests(&pod(&[("cpu", "100m")], &[], Some(("cpu", "150m")))),
+            (200, 0)
+        );
+    }
+
+    #[test]
+    fn the_pod_beyond_max_pods_is_rejected_with_upstreams_reason_and_message() {
+        let best_effort = pod(&[], &[], None);
+        let two = [best_effort.clone(), best_effort.clone()];
+        assert_eq!(admit(&best_effort, &two, &NODE), Ok(()));
+        let three = [
+            best_effort.clone(),
+            best_effort.clone(),
+            best_effort.clone(),
+        ];
+        let rejected = admit(&best_effort, &three, &NODE).unwrap_err();
+        assert_eq!(rejected.reason, "OutOfpods");
+        assert_eq!(
+            rejected.message,
+            "Node didn't have enough resource: pods, requested: 1, used: 3, capacity: 3"
+        );
+    }
+
+    #[test]
+    fn cpu_and_memory_requests_count_against_what_is_left() {
+        let half_cpu = pod(&[("cpu", "500m")], &[], None); // 1000m: two containers
+        assert_eq!(admit(&half_cpu, [&half_cpu], &NODE), Ok(()));
+        let rejected = admit(
+            &half_cpu,
+            [&half_cpu, &pod(&[("cpu", "1m")], &[], None)],
+            &NODE,
+        )
+        .unwrap_err();
+        assert_eq!(rejected.reason, "OutOfcpu");
+        assert_eq!(
+            rejected.message,
+            "Node didn't have enough resource: cpu, requested: 1000, used: 1002, capacity: 2000"
+        );
+        let big = pod(&[("memory", "3Gi")], &[], None); // 6 GiB
+        let rejected = admit(&big, [], &NODE).unwrap_err();
+        assert_eq!(rejected.reason, "OutOfmemory");
+        assert!(
+            rejected.message.contains("requested: 6442450944"),
+            "{}",
+            rejected.message
+        );
+        // A pod asking for nothing only needs a pod slot, however full the node is.
+        let full = pod(&[("cpu", "1"), ("memory", "2Gi")], &[], None);
+        assert_eq!(admit(&pod(&[], &[], None), [&full], &NODE), Ok(()));
+    }
+}
