@@ -4,11 +4,17 @@
 //! requests against what the node has. There is no scheduler in front of
 //! the kubelet yet, so this is the only gate. A pod that does not fit is
 //! rejected: phase Failed with reason `OutOf<resource>`, and it never starts.
+//! Under node pressure, pods are refused as upstream's eviction manager
+//! refuses them (reason `Evicted`): under MemoryPressure alone only
+//! BestEffort pods that do not tolerate it, under any other pressure every
+//! pod but critical ones.
 
 use std::collections::BTreeMap;
 
 use ferrokube_api::quantity::Quantity;
 use k8s_openapi::api::core::v1::{Container, Pod};
+
+use crate::eviction::Pressure;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity as ApiQuantity;
 
 /// What the node offers pods (its allocatable).
@@ -109,6 +115,63 @@ pub fn admit<'a>(
     Ok(())
 }
 
+/// Upstream's system-critical priority: pods at or above it are admitted
+/// under any pressure, as static pods are.
+const SYSTEM_CRITICAL_PRIORITY: i32 = 2_000_000_000;
+
+/// Whether `pod` may start while the node is under `pressure`.
+pub fn admit_under_pressure(pod: &Pod, pressure: &[Pressure]) -> Result<(), Rejection> {
+    if pressure.is_empty() || is_critical(pod) {
+        return Ok(());
+    }
+    if pressure == [Pressure::Memory]
+        && (crate::status::qos_class(pod) != "BestEffort" || tolerates_memory_pressure(pod))
+    {
+        return Ok(());
+    }
+    let names: Vec<&str> = [
+        (Pressure::Memory, "MemoryPressure"),
+        (Pressure::Disk, "DiskPressure"),
+        (Pressure::Pid, "PIDPressure"),
+    ]
+    .into_iter()
+    .filter(|(p, _)| pressure.contains(p))
+    .map(|(_, name)| name)
+    .collect();
+    Err(Rejection {
+        reason: "Evicted".into(),
+        message: format!("The node had condition: [{}]. ", names.join(" ")),
+    })
+}
+
+fn is_critical(pod: &Pod) -> bool {
+    let priority = pod.spec.as_ref().and_then(|s| s.priority);
+    crate::static_pods::is_static_pod(pod)
+        || crate::mirror_pod::is_mirror_pod(pod)
+        || priority.is_some_and(|p| p >= SYSTEM_CRITICAL_PRIORITY)
+}
+
+/// Whether the pod tolerates `node.kubernetes.io/memory-pressure:NoSchedule`.
+fn tolerates_memory_pressure(pod: &Pod) -> bool {
+    const KEY: &str = "node.kubernetes.io/memory-pressure";
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.tolerations.as_ref())
+        .into_iter()
+        .flatten()
+        .any(|t| {
+            let key_matches = match t.key.as_deref() {
+                None | Some("") => t.operator.as_deref() == Some("Exists"),
+                Some(k) => k == KEY,
+            };
+            let value_matches = t.operator.as_deref() == Some("Exists")
+                || t.value.as_deref().unwrap_or_default().is_empty();
+            let effect_matches =
+                matches!(t.effect.as_deref(), None | Some("") | Some("NoSchedule"));
+            key_matches && value_matches && effect_matches
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -203,5 +266,43 @@ mod tests {
         // A pod asking for nothing only needs a pod slot, however full the node is.
         let full = pod(&[("cpu", "1"), ("memory", "2Gi")], &[], None);
         assert_eq!(admit(&pod(&[], &[], None), [&full], &NODE), Ok(()));
+    }
+
+    #[test]
+    fn under_memory_pressure_only_best_effort_pods_are_refused_unless_they_tolerate_it() {
+        let best_effort = pod(&[], &[], None);
+        let burstable = pod(&[("memory", "10Mi")], &[], None);
+        assert_eq!(admit_under_pressure(&best_effort, &[]), Ok(()));
+        assert_eq!(
+            admit_under_pressure(&burstable, &[Pressure::Memory]),
+            Ok(())
+        );
+        let refused = admit_under_pressure(&best_effort, &[Pressure::Memory]).unwrap_err();
+        assert_eq!(refused.reason, "Evicted");
+        assert_eq!(
+            refused.message,
+            "The node had condition: [MemoryPressure]. "
+        );
+        let mut tolerant = best_effort.clone();
+        tolerant.spec.as_mut().unwrap().tolerations = Some(vec![serde_json::from_value(
+            serde_json::json!({"key": "node.kubernetes.io/memory-pressure", "operator": "Exists", "effect": "NoSchedule"}),
+        )
+        .unwrap()]);
+        assert_eq!(admit_under_pressure(&tolerant, &[Pressure::Memory]), Ok(()));
+    }
+
+    #[test]
+    fn under_disk_or_pid_pressure_every_pod_but_critical_ones_is_refused() {
+        let burstable = pod(&[("memory", "10Mi")], &[], None);
+        let refused =
+            admit_under_pressure(&burstable, &[Pressure::Memory, Pressure::Disk]).unwrap_err();
+        assert_eq!(
+            refused.message,
+            "The node had condition: [MemoryPressure DiskPressure]. "
+        );
+        assert!(admit_under_pressure(&burstable, &[Pressure::Pid]).is_err());
+        let mut critical = burstable.clone();
+        critical.spec.as_mut().unwrap().priority = Some(SYSTEM_CRITICAL_PRIORITY);
+        assert_eq!(admit_under_pressure(&critical, &[Pressure::Disk]), Ok(()));
     }
 }

@@ -192,6 +192,8 @@ pub async fn run_with_connector<R: Runtime>(
             }
         });
     }
+    // The node's pressure, measured with its status, for pod admission.
+    let (pressure_tx, pressure_rx) = tokio::sync::watch::channel(Vec::new());
     tasks.spawn(run_api_side(
         config.clone(),
         connect,
@@ -199,6 +201,7 @@ pub async fn run_with_connector<R: Runtime>(
         store.clone(),
         api.clone(),
         statics.clone(),
+        pressure_tx,
     ));
     // The pods: static ones always, API ones once their list is in.
     let relist_every = config.sync_frequency.min(RELIST_PERIOD);
@@ -209,6 +212,7 @@ pub async fn run_with_connector<R: Runtime>(
             cpu_millis: machine.cpus as i64 * 1000,
             memory_bytes: machine.memory_kib as i64 * 1024,
         },
+        pressure: pressure_rx,
         events: EventRecorder::new(api.clone(), "kubelet").with_host(&config.node_name),
     };
     tasks.spawn(sync_loop(
@@ -241,10 +245,15 @@ async fn run_api_side<R: Runtime>(
     store: Store<Pod>,
     api: ApiHandle,
     statics: StaticPods,
+    pressure: tokio::sync::watch::Sender<Vec<eviction::Pressure>>,
 ) {
     let client = connect.await;
     tracing::info!("connected to the apiserver");
-    let nodes = Arc::new(node::NodeStatusManager::new(client.clone(), config.clone()));
+    let nodes = Arc::new(node::NodeStatusManager::new(
+        client.clone(),
+        config.clone(),
+        pressure,
+    ));
     let mut delay = Duration::from_secs(1);
     let registered = loop {
         match nodes.register().await {
@@ -391,6 +400,7 @@ type SyncDone = (String, bool);
 /// told (see [`admission`]).
 struct Gate {
     node: admission::Allocatable,
+    pressure: tokio::sync::watch::Receiver<Vec<eviction::Pressure>>,
     events: EventRecorder<ApiHandle>,
 }
 
@@ -583,7 +593,10 @@ async fn sync_loop<R: Runtime>(
                         })
                         .map(|p| &**p)
                         .chain(running_statics.iter());
-                    if let Err(rejection) = admission::admit(pod, active, &gate.node) {
+                    let pressure = gate.pressure.borrow().clone();
+                    let verdict = admission::admit_under_pressure(pod, &pressure)
+                        .and_then(|()| admission::admit(pod, active, &gate.node));
+                    if let Err(rejection) = verdict {
                         rejected.insert(uid.clone());
                         in_flight.insert(uid.clone());
                         let (client, store, gate, done, pod) = (

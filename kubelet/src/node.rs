@@ -280,10 +280,17 @@ pub struct NodeStatusManager {
     machine: MachineInfo,
     ip: IpAddr,
     pressure: std::sync::Mutex<PressureTracker>,
+    /// Where the node's pressure is published after each measurement (pod
+    /// admission reads it).
+    pressure_out: tokio::sync::watch::Sender<Vec<Pressure>>,
 }
 
 impl NodeStatusManager {
-    pub fn new(client: Client, config: Config) -> Self {
+    pub fn new(
+        client: Client,
+        config: Config,
+        pressure_out: tokio::sync::watch::Sender<Vec<Pressure>>,
+    ) -> Self {
         let ip = node_ip(&config);
         NodeStatusManager {
             client,
@@ -291,6 +298,7 @@ impl NodeStatusManager {
             machine: MachineInfo::read(),
             ip,
             pressure: Default::default(),
+            pressure_out,
         }
     }
 
@@ -357,11 +365,13 @@ impl NodeStatusManager {
             let (available, capacity) = observations.signals[&t.signal];
             tracing::warn!(signal = t.signal.name(), available, capacity, threshold = ?t.level, "eviction threshold met");
         }
-        self.pressure.lock().expect("pressure tracker lock").update(
+        let pressure = self.pressure.lock().expect("pressure tracker lock").update(
             &met,
             eviction.pressure_transition_period,
             std::time::Instant::now(),
-        )
+        );
+        self.pressure_out.send_replace(pressure.clone());
+        pressure
     }
 
     /// Renews (or creates) `kube-node-lease/<node>`.

@@ -266,6 +266,49 @@ async fn eviction_threshold_met_sets_memory_pressure() {
     assert_eq!(get("PIDPressure").status, "False");
     assert_eq!(get("Ready").status, "True");
     assert!(node.kubelet_log().contains("eviction threshold met"));
+
+    // Under MemoryPressure alone a BestEffort pod is refused, as upstream's
+    // eviction manager refuses it; a pod with a memory request runs.
+    let mut burstable = pod(&node.name, "burstable", "Always", &["sleep", "3600"]);
+    burstable.spec.as_mut().unwrap().containers[0].resources =
+        Some(serde_json::from_value(serde_json::json!({"requests": {"memory": "16Mi"}})).unwrap());
+    client.create("default", &burstable).await.unwrap();
+    client
+        .create(
+            "default",
+            &pod(&node.name, "best-effort", "Always", &["sleep", "3600"]),
+        )
+        .await
+        .unwrap();
+    let phase = |name: &'static str| {
+        let client = client.clone();
+        async move {
+            get_pod(&client, name)
+                .await
+                .and_then(|p| p.status?.phase)
+                .unwrap_or_default()
+        }
+    };
+    let settled = wait_for(Duration::from_secs(60), || async {
+        phase("burstable").await == "Running" && phase("best-effort").await == "Failed"
+    })
+    .await;
+    assert!(
+        settled,
+        "burstable {:?}, best-effort {:?}",
+        phase("burstable").await,
+        phase("best-effort").await
+    );
+    let status = get_pod(&client, "best-effort")
+        .await
+        .unwrap()
+        .status
+        .unwrap();
+    assert_eq!(status.reason.as_deref(), Some("Evicted"));
+    assert_eq!(
+        status.message.as_deref(),
+        Some("Pod was rejected: The node had condition: [MemoryPressure]. ")
+    );
 }
 
 /// Pod admission, as upstream's kubelet: with `maxPods: 2`, a third pod is
