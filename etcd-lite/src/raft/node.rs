@@ -169,11 +169,15 @@ impl RaftNode {
         self.lease_call(id, LeaseCall::TimeToLive).await
     }
 
-    /// Answers a lease call as the leader.
-    pub fn lease_call_local(&self, id: i64, call: LeaseCall) -> Result<i64, ProposeError> {
-        if !self.status().is_leader {
-            return Err(ProposeError::LeaderChanged);
-        }
+    /// Answers a lease call as the leader, once its store has caught up (see
+    /// [`Self::wait_applied_own_term`]).
+    pub async fn lease_call_local(
+        &self,
+        id: i64,
+        call: LeaseCall,
+        deadline: Instant,
+    ) -> Result<i64, ProposeError> {
+        self.wait_applied_own_term(deadline).await?;
         let lease = self.sm.store().lease(id);
         let now = Instant::now();
         Ok(match call {
@@ -182,12 +186,40 @@ impl RaftNode {
         })
     }
 
+    /// Waits, as leader, until this member has applied an entry of its own term
+    /// (the blank entry a new leader appends first, or a later one). Only then
+    /// does its store hold every write acknowledged before it was elected: a new
+    /// leader has those entries in its log but may not have applied them yet.
+    /// etcd's leader waits for its applied index the same way before it answers
+    /// a lease call.
+    async fn wait_applied_own_term(&self, deadline: Instant) -> Result<(), ProposeError> {
+        let mut metrics = self.raft.metrics();
+        loop {
+            {
+                let m = metrics.borrow_and_update();
+                if m.state != ServerState::Leader {
+                    return Err(ProposeError::LeaderChanged);
+                }
+                if m.last_applied
+                    .is_some_and(|l| l.leader_id.term == m.current_term)
+                {
+                    return Ok(());
+                }
+            }
+            match tokio::time::timeout_at(deadline, metrics.changed()).await {
+                Err(_) => return Err(ProposeError::Timeout),
+                Ok(Err(_)) => return Err(ProposeError::Stopped("raft metrics closed".into())),
+                Ok(Ok(())) => {}
+            }
+        }
+    }
+
     async fn lease_call(&self, id: i64, call: LeaseCall) -> Result<i64, ProposeError> {
         let deadline = Instant::now() + self.request_timeout;
         loop {
             let (leader, node) = self.leader(deadline).await?;
             let attempt = if leader == self.id {
-                self.lease_call_local(id, call)
+                self.lease_call_local(id, call, deadline).await
             } else {
                 let channel = self
                     .network

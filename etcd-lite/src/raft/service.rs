@@ -121,7 +121,8 @@ impl LeaderLeases for PeerService {
     ) -> Result<Response<LeaseTtlResponse>, Status> {
         let ttl = self
             .node
-            .lease_call_local(req.into_inner().id, LeaseCall::KeepAlive)
+            .lease_call_local(req.into_inner().id, LeaseCall::KeepAlive, self.deadline())
+            .await
             .map_err(|e| propose_error_status(&e))?;
         Ok(Response::new(LeaseTtlResponse { ttl }))
     }
@@ -132,7 +133,8 @@ impl LeaderLeases for PeerService {
     ) -> Result<Response<LeaseTtlResponse>, Status> {
         let ttl = self
             .node
-            .lease_call_local(req.into_inner().id, LeaseCall::TimeToLive)
+            .lease_call_local(req.into_inner().id, LeaseCall::TimeToLive, self.deadline())
+            .await
             .map_err(|e| propose_error_status(&e))?;
         Ok(Response::new(LeaseTtlResponse { ttl }))
     }
