@@ -384,6 +384,14 @@ enum Wanted {
 /// [`is_steady`]); unsteady pods are synced again after every relist.
 type SyncDone = (String, bool);
 
+/// Pod admission's inputs: what the node offers, and where a rejection is
+/// told (see [`admission`]).
+struct Gate {
+    node: admission::Allocatable,
+    pressure: tokio::sync::watch::Receiver<Vec<eviction::Pressure>>,
+    events: EventRecorder<ApiHandle>,
+}
+
 /// Runs the pods. Every `relist_every` the runtime is relisted once for all
 /// pods ([`pleg::Pleg::relist`]); the pods whose containers changed state,
 /// and those not yet steady, are synced then. A pod the API changed is
@@ -394,16 +402,8 @@ type SyncDone = (String, bool);
 /// relist, sandboxes of pods that are gone are removed — only among static
 /// pods until the API's pods are known, so a restarted kubelet keeps them
 /// running. One sync per pod at a time; a pod wanted while its sync runs is
-/// synced again when it ends.
-#[allow(clippy::too_many_arguments)]
-/// Pod admission's inputs: what the node offers, and where a rejection is
-/// told (see [`admission`]).
-struct Gate {
-    node: admission::Allocatable,
-    pressure: tokio::sync::watch::Receiver<Vec<eviction::Pressure>>,
-    events: EventRecorder<ApiHandle>,
-}
-
+/// synced again when it ends. A new API pod is admitted (oldest first, see
+/// [`admission`]) before its first sync; a rejected one is never synced.
 #[allow(clippy::too_many_arguments)]
 async fn sync_loop<R: Runtime>(
     worker: Arc<PodWorker<R>>,
@@ -694,9 +694,6 @@ async fn relist_and_clean_up<R: Runtime>(
     let _ = relisted.send(relist.changed);
 }
 
-/// Whether a pod needs no sync until something changes: past Pending and
-/// no container waiting (to be created, started, or restarted after its
-/// back-off).
 fn is_terminal(pod: &Pod) -> bool {
     matches!(
         pod.status.as_ref().and_then(|s| s.phase.as_deref()),
@@ -755,6 +752,9 @@ async fn reject(
     }
 }
 
+/// Whether a pod needs no sync until something changes: past Pending and
+/// no container waiting (to be created, started, or restarted after its
+/// back-off).
 fn is_steady(status: &k8s_openapi::api::core::v1::PodStatus) -> bool {
     let no_waiting = |cs: &Option<Vec<k8s_openapi::api::core::v1::ContainerStatus>>| {
         cs.iter()
