@@ -573,6 +573,15 @@ async fn sync_loop<R: Runtime>(
             };
             key(a).cmp(&key(b))
         });
+        // Pods admitted before (also by a kubelet before a restart) count
+        // first, whatever their age: creation times tie within a second.
+        for pod in &api_pods {
+            if let Some(uid) = &pod.metadata.uid {
+                if !needs_admission(pod) && !rejected.contains(uid) {
+                    admitted.insert(uid.clone());
+                }
+            }
+        }
         for pod in &api_pods {
             let Some(uid) = pod.metadata.uid.clone() else {
                 continue;
@@ -581,37 +590,36 @@ async fn sync_loop<R: Runtime>(
                 continue;
             }
             if !admitted.contains(&uid) {
-                if needs_admission(pod) {
-                    let active = api_pods
-                        .iter()
-                        .filter(|p| {
-                            p.metadata
-                                .uid
-                                .as_ref()
-                                .is_some_and(|u| admitted.contains(u))
-                                && !is_terminal(p)
-                        })
-                        .map(|p| &**p)
-                        .chain(running_statics.iter());
-                    let pressure = gate.pressure.borrow().clone();
-                    let verdict = admission::admit_under_pressure(pod, &pressure)
-                        .and_then(|()| admission::admit(pod, active, &gate.node));
-                    if let Err(rejection) = verdict {
-                        rejected.insert(uid.clone());
-                        in_flight.insert(uid.clone());
-                        let (client, store, gate, done, pod) = (
-                            client.clone(),
-                            store.clone(),
-                            gate.clone(),
-                            done_tx.clone(),
-                            pod.clone(),
-                        );
-                        tokio::spawn(async move {
-                            let written = reject(&client, &store, &gate, &pod, rejection).await;
-                            let _ = done.send((uid, written));
-                        });
-                        continue;
-                    }
+                // New here: it must fit.
+                let active = api_pods
+                    .iter()
+                    .filter(|p| {
+                        p.metadata
+                            .uid
+                            .as_ref()
+                            .is_some_and(|u| admitted.contains(u))
+                            && !is_terminal(p)
+                    })
+                    .map(|p| &**p)
+                    .chain(running_statics.iter());
+                let pressure = gate.pressure.borrow().clone();
+                let verdict = admission::admit_under_pressure(pod, &pressure)
+                    .and_then(|()| admission::admit(pod, active, &gate.node));
+                if let Err(rejection) = verdict {
+                    rejected.insert(uid.clone());
+                    in_flight.insert(uid.clone());
+                    let (client, store, gate, done, pod) = (
+                        client.clone(),
+                        store.clone(),
+                        gate.clone(),
+                        done_tx.clone(),
+                        pod.clone(),
+                    );
+                    tokio::spawn(async move {
+                        let written = reject(&client, &store, &gate, &pod, rejection).await;
+                        let _ = done.send((uid, written));
+                    });
+                    continue;
                 }
                 admitted.insert(uid.clone());
             }

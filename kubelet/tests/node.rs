@@ -404,7 +404,9 @@ async fn pods_beyond_max_pods_or_the_nodes_cpu_are_rejected_and_never_started() 
     client.create("default", &sleeper("fourth")).await.unwrap();
     assert!(
         wait_phase("fourth", "Failed").await,
-        "fourth was not rejected"
+        "fourth was not rejected: {:?}\nkubelet log:\n{}",
+        get_pod(&client, "fourth").await.map(|p| p.status),
+        rig.nodes[0].kubelet_log()
     );
     for name in ["first", "second"] {
         assert_eq!(phase(get_pod(&client, name).await), "Running", "{name}");
