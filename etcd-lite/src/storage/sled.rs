@@ -96,12 +96,27 @@ impl SledEngine {
             path: path.display().to_string(),
             source,
         };
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(&path)
             .cache_capacity(CACHE_BYTES)
-            .flush_every_ms(Some(FLUSH_EVERY_MS))
-            .open()
-            .map_err(|e| open_error(Box::new(e)))?;
+            .flush_every_ms(Some(FLUSH_EVERY_MS));
+        // sled's background flusher keeps the database's file lock until it
+        // next wakes up after the last handle is dropped, so opening the same
+        // directory right after a close (a restart within one process) waits
+        // for it, at most a few flush periods.
+        let deadline =
+            std::time::Instant::now() + std::time::Duration::from_millis(4 * FLUSH_EVERY_MS);
+        let db = loop {
+            match config.open() {
+                Err(sled::Error::Io(e))
+                    if e.to_string().contains("could not acquire lock")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                other => break other.map_err(|e| open_error(Box::new(e)))?,
+            }
+        };
         let log = File::open(path.join("db")).map_err(|e| open_error(Box::new(e)))?;
         Ok(Self {
             db,
