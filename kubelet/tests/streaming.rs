@@ -64,6 +64,20 @@ fn describe(out: &Output) -> String {
     )
 }
 
+/// Waits up to `limit` for `child` to exit, kills it if it has not, and
+/// returns whether it ended by itself, with what it printed.
+async fn finish(mut child: std::process::Child, limit: Duration) -> (bool, Output) {
+    let ended = wait_for(limit, || {
+        let done = child.try_wait().unwrap().is_some();
+        async move { done }
+    })
+    .await;
+    if !ended {
+        child.kill().unwrap();
+    }
+    (ended, child.wait_with_output().unwrap())
+}
+
 fn kubectl(rig: &Rig) -> Command {
     let mut cmd = Command::new("kubectl");
     cmd.arg(format!("--kubeconfig={}", rig.kubeconfig().display()));
@@ -253,21 +267,13 @@ async fn kubectl_logs_and_exec_reach_the_containers() {
     assert!(seen, "kubectl logs -f never showed {wanted}");
 
     // logs -f ends by itself when the container exits.
-    let mut follower = kubectl(&rig)
+    let follower = kubectl(&rig)
         .args(["logs", "-f", "short"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let ended = wait_for(Duration::from_secs(60), || {
-        let done = follower.try_wait().unwrap().is_some();
-        async move { done }
-    })
-    .await;
-    if !ended {
-        follower.kill().unwrap();
-    }
-    let out = follower.wait_with_output().unwrap();
+    let (ended, out) = finish(follower, Duration::from_secs(60)).await;
     assert!(
         ended,
         "kubectl logs -f short did not end: {}",
@@ -322,15 +328,7 @@ async fn kubectl_logs_and_exec_reach_the_containers() {
         .spawn()
         .unwrap();
     child.stdin.as_mut().unwrap().write_all(b"hello\n").unwrap();
-    let ended = wait_for(Duration::from_secs(30), || {
-        let done = child.try_wait().unwrap().is_some();
-        async move { done }
-    })
-    .await;
-    if !ended {
-        child.kill().unwrap();
-    }
-    let out = child.wait_with_output().unwrap();
+    let (ended, out) = finish(child, Duration::from_secs(30)).await;
     assert!(ended && out.status.success(), "{}", describe(&out));
     assert_eq!(text(&out.stdout), "got-hello\n");
     // exec -i: the end of kubectl's stdin is the end of the command's.
@@ -354,15 +352,7 @@ async fn kubectl_logs_and_exec_reach_the_containers() {
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(b"line-1\nline-2\n").unwrap();
     drop(stdin);
-    let ended = wait_for(Duration::from_secs(30), || {
-        let done = child.try_wait().unwrap().is_some();
-        async move { done }
-    })
-    .await;
-    if !ended {
-        child.kill().unwrap();
-    }
-    let out = child.wait_with_output().unwrap();
+    let (ended, out) = finish(child, Duration::from_secs(30)).await;
     assert!(ended && out.status.success(), "{}", describe(&out));
     assert_eq!(text(&out.stdout), "line-1\nline-2\neof-seen\n");
     // exec -it: kubectl on a terminal (util-linux `script` gives it a
@@ -411,15 +401,7 @@ async fn kubectl_logs_and_exec_reach_the_containers() {
     stdin.write_all(b"hello\r").unwrap();
     let got = shows("got-hello").await;
     drop(stdin);
-    let ended = wait_for(Duration::from_secs(30), || {
-        let done = child.try_wait().unwrap().is_some();
-        async move { done }
-    })
-    .await;
-    if !ended {
-        child.kill().unwrap();
-    }
-    let out = child.wait_with_output().unwrap();
+    let (ended, out) = finish(child, Duration::from_secs(30)).await;
     let screen = screen.lock().unwrap().clone();
     assert!(got, "{screen:?} {}", describe(&out));
     assert!(
