@@ -61,14 +61,17 @@ pub fn pod_requests(pod: &Pod) -> (i64, i64) {
     (cpu, memory)
 }
 
+/// The quantity `key` of a requests or limits map, if set and valid.
+pub fn quantity(map: &Option<BTreeMap<String, ApiQuantity>>, key: &str) -> Option<Quantity> {
+    map.as_ref()
+        .and_then(|m| m.get(key))
+        .and_then(|q| Quantity::parse(&q.0).ok())
+}
+
 fn container_requests(c: &Container) -> (i64, i64) {
     let resources = c.resources.clone().unwrap_or_default();
-    let get = |m: &Option<BTreeMap<String, ApiQuantity>>, k: &str| {
-        m.as_ref()
-            .and_then(|m| m.get(k))
-            .and_then(|q| Quantity::parse(&q.0).ok())
-    };
-    let pick = |k: &str| get(&resources.requests, k).or_else(|| get(&resources.limits, k));
+    let pick =
+        |k: &str| quantity(&resources.requests, k).or_else(|| quantity(&resources.limits, k));
     (
         pick("cpu").map_or(0, |q| q.milli_value() as i64),
         pick("memory").map_or(0, |q| q.value() as i64),

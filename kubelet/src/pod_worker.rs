@@ -8,7 +8,7 @@
 //! and attempt numbers say which sandbox and containers belong to which pod,
 //! so a restarted kubelet adopts running containers without touching them.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use k8s_cri::v1 as cri;
@@ -847,15 +847,8 @@ fn namespace_options(pod: &Pod) -> cri::NamespaceOption {
 /// cpu/memory requests and limits as cgroup settings: shares from the cpu
 /// request, CFS quota from the cpu limit, memory.limit from the memory limit.
 pub fn container_resources(c: &Container) -> cri::LinuxContainerResources {
-    use ferrokube_api::quantity::Quantity;
     let r = c.resources.clone().unwrap_or_default();
-    let get =
-        |m: &Option<BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>,
-         k: &str| {
-            m.as_ref()
-                .and_then(|m| m.get(k))
-                .and_then(|q| Quantity::parse(&q.0).ok())
-        };
+    let get = crate::admission::quantity;
     let cpu_limit = get(&r.limits, "cpu");
     let cpu_request = get(&r.requests, "cpu").or_else(|| cpu_limit.clone());
     let mut out = cri::LinuxContainerResources {
