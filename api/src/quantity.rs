@@ -134,6 +134,17 @@ impl Quantity {
         })
     }
 
+    /// A whole number of units printed in `format` (upstream's `NewQuantity`),
+    /// e.g. a byte count as BinarySI: `1228800` prints `1200Ki`.
+    pub fn new(value: i128, format: Format) -> Quantity {
+        Quantity {
+            mantissa: value,
+            scale: 0,
+            format,
+            cached: None,
+        }
+    }
+
     pub fn format(&self) -> Format {
         self.format
     }
@@ -495,6 +506,17 @@ mod tests {
 
     fn q(s: &str) -> Quantity {
         Quantity::parse(s).unwrap_or_else(|e| panic!("{s}: {e}"))
+    }
+
+    #[test]
+    fn new_quantities_print_as_upstreams_new_quantity() {
+        let bytes = |v| Quantity::new(v, Format::BinarySI).to_string();
+        assert_eq!(bytes(1_228_800), "1200Ki");
+        assert_eq!(bytes(20 << 30), "20Gi");
+        assert_eq!(bytes(1500), "1500");
+        assert_eq!(bytes(512), "512");
+        assert_eq!(bytes(0), "0");
+        assert_eq!(Quantity::new(32_000, Format::DecimalSI).to_string(), "32k");
     }
 
     #[test]
