@@ -36,29 +36,34 @@ pub struct Rejection {
     pub message: String,
 }
 
-/// What a pod asks of the node: cpu in millicores and memory in bytes.
-/// Init containers run one at a time before the others, so a pod needs the
-/// larger of its containers' sum and its largest init container. A limit
-/// stands in for a missing request, as the API's defaulting does.
+/// What a pod asks of the node: cpu in millicores and memory in bytes
+/// (see [`pod_request`]).
 pub fn pod_requests(pod: &Pod) -> (i64, i64) {
+    (
+        pod_request_scaled(pod, "cpu", Quantity::milli_value) as i64,
+        pod_request_scaled(pod, "memory", Quantity::value) as i64,
+    )
+}
+
+/// What a pod requests of `resource` in whole units (bytes for memory and
+/// ephemeral-storage), as upstream's `GetResourceRequestQuantity`: init
+/// containers run one at a time before the others, so a pod needs the
+/// larger of its containers' sum and its largest init container.
+pub fn pod_request(pod: &Pod, resource: &str) -> i128 {
+    pod_request_scaled(pod, resource, Quantity::value)
+}
+
+fn pod_request_scaled(pod: &Pod, resource: &str, scaled: fn(&Quantity) -> i128) -> i128 {
     let Some(spec) = &pod.spec else {
-        return (0, 0);
+        return 0;
     };
-    let (mut cpu, mut memory) = spec
-        .containers
-        .iter()
-        .map(container_requests)
-        .fold((0, 0), |(c, m), (cc, cm)| (c + cc, m + cm));
-    for (c, m) in spec
-        .init_containers
+    let each = |c: &Container| container_request(c, resource).map_or(0, |q| scaled(&q));
+    let sum: i128 = spec.containers.iter().map(each).sum();
+    spec.init_containers
         .iter()
         .flatten()
-        .map(container_requests)
-    {
-        cpu = cpu.max(c);
-        memory = memory.max(m);
-    }
-    (cpu, memory)
+        .map(each)
+        .fold(sum, i128::max)
 }
 
 /// The quantity `key` of a requests or limits map, if set and valid.
@@ -68,14 +73,11 @@ pub fn quantity(map: &Option<BTreeMap<String, ApiQuantity>>, key: &str) -> Optio
         .and_then(|q| Quantity::parse(&q.0).ok())
 }
 
-fn container_requests(c: &Container) -> (i64, i64) {
-    let resources = c.resources.clone().unwrap_or_default();
-    let pick =
-        |k: &str| quantity(&resources.requests, k).or_else(|| quantity(&resources.limits, k));
-    (
-        pick("cpu").map_or(0, |q| q.milli_value() as i64),
-        pick("memory").map_or(0, |q| q.value() as i64),
-    )
+/// A container's request of `resource`; a limit stands in for a missing
+/// request, as the API's defaulting does.
+pub fn container_request(c: &Container, resource: &str) -> Option<Quantity> {
+    let r = c.resources.as_ref()?;
+    quantity(&r.requests, resource).or_else(|| quantity(&r.limits, resource))
 }
 
 /// Whether `pod` fits beside the pods already `admitted` (those still
@@ -147,7 +149,10 @@ pub fn admit_under_pressure(pod: &Pod, pressure: &[Pressure]) -> Result<(), Reje
     })
 }
 
-fn is_critical(pod: &Pod) -> bool {
+/// Upstream's `IsCriticalPod`: static and mirror pods, and pods of
+/// system-critical priority. They are admitted under any pressure and
+/// never evicted.
+pub fn is_critical(pod: &Pod) -> bool {
     let priority = pod.spec.as_ref().and_then(|s| s.priority);
     crate::static_pods::is_static_pod(pod)
         || crate::mirror_pod::is_mirror_pod(pod)
