@@ -302,7 +302,7 @@ async fn run(pods: usize, interval: Duration) {
 fn first_log_times(log: &str, message: &str) -> HashMap<String, SystemTime> {
     let mut out = HashMap::new();
     for line in log.lines() {
-        let line = strip_ansi(line);
+        let line = support::strip_ansi(line);
         if !line.contains(message) {
             continue;
         }
@@ -321,23 +321,6 @@ fn first_log_times(log: &str, message: &str) -> HashMap<String, SystemTime> {
         };
         out.entry(pod.to_string())
             .or_insert_with(|| SystemTime::from(time));
-    }
-    out
-}
-
-fn strip_ansi(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
     }
     out
 }

@@ -124,6 +124,7 @@ pub struct KubeletConfiguration {
     pub eviction_soft: Option<BTreeMap<String, String>>,
     pub eviction_soft_grace_period: Option<BTreeMap<String, String>>,
     pub eviction_pressure_transition_period: Option<String>,
+    pub eviction_max_pod_grace_period: Option<i32>,
 }
 
 /// Everything `run` needs, checked.
@@ -419,6 +420,7 @@ pub fn build(flags: Flags, file: KubeletConfiguration) -> Result<Config, ConfigE
             file.eviction_soft.as_ref(),
             file.eviction_soft_grace_period.as_ref(),
             file.eviction_pressure_transition_period.as_deref(),
+            file.eviction_max_pod_grace_period,
         )?,
     })
 }

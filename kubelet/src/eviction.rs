@@ -1,14 +1,15 @@
-//! Eviction thresholds (`evictionHard`, `evictionSoft`, …) and the node
-//! pressure conditions they drive, as upstream's eviction manager computes
-//! them (pkg/kubelet/eviction).
+//! Eviction thresholds (`evictionHard`, `evictionSoft`, …), the node
+//! pressure conditions they drive, and the eviction of running pods when
+//! they are met, as upstream's eviction manager (pkg/kubelet/eviction).
 //!
 //! Entry points: [`EvictionSettings::parse`] checks the configuration,
 //! [`Observations::read`] measures the node, [`PressureTracker::update`]
 //! turns the thresholds met into `MemoryPressure`, `DiskPressure` and
 //! `PIDPressure`. A condition stays true for
 //! `evictionPressureTransitionPeriod` after its last threshold stopped being
-//! met, so it does not flap. This kubelet reports pressure; it does not evict
-//! pods.
+//! met, so it does not flap. [`manager::EvictionManager`] runs the loop that
+//! measures, publishes the conditions and evicts one pod per pass, ranked
+//! by [`ranking`] from what [`usage`] measures.
 //!
 //! Signals, as upstream defines them:
 //! - `memory.available`: the kernel's `MemAvailable` (upstream derives it
@@ -24,9 +25,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use ferrokube_api::quantity::Quantity;
+use ferrokube_api::quantity::{Format, Quantity};
 
 use crate::config::ConfigError;
+
+pub mod manager;
+pub mod ranking;
+pub mod usage;
 
 /// An eviction signal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -72,21 +77,73 @@ impl Signal {
             _ => Pressure::Disk,
         }
     }
+
+    /// What evicting a pod reclaims for this signal (upstream's
+    /// `signalToResource`).
+    pub fn resource(self) -> Resource {
+        match self {
+            Signal::MemoryAvailable => Resource::Memory,
+            Signal::NodefsAvailable | Signal::ImagefsAvailable => Resource::EphemeralStorage,
+            Signal::NodefsInodesFree | Signal::ImagefsInodesFree => Resource::Inodes,
+            Signal::PidAvailable => Resource::Pids,
+        }
+    }
+
+    /// How the signal's amounts print: bytes as BinarySI, counts as
+    /// DecimalSI, as upstream's observations.
+    pub fn format(self) -> Format {
+        match self.resource() {
+            Resource::Memory | Resource::EphemeralStorage => Format::BinarySI,
+            Resource::Inodes | Resource::Pids => Format::DecimalSI,
+        }
+    }
+}
+
+/// A resource the eviction manager reclaims, named as upstream names it in
+/// eviction messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Resource {
+    Memory,
+    EphemeralStorage,
+    Inodes,
+    Pids,
+}
+
+impl Resource {
+    pub fn name(self) -> &'static str {
+        match self {
+            Resource::Memory => "memory",
+            Resource::EphemeralStorage => "ephemeral-storage",
+            Resource::Inodes => "inodes",
+            Resource::Pids => "pids",
+        }
+    }
 }
 
 /// A threshold's level: an absolute amount, or a share of the capacity.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Level {
-    Amount(i128),
+    /// As written, so that messages print it as the user did (`100Mi`).
+    Amount(Quantity),
     /// 0.0 to 1.0.
     Fraction(f64),
 }
 
 impl Level {
-    fn amount(self, capacity: i128) -> i128 {
+    fn amount(&self, capacity: i128) -> i128 {
         match self {
-            Level::Amount(a) => a,
+            Level::Amount(q) => q.value(),
             Level::Fraction(f) => (capacity as f64 * f) as i128,
+        }
+    }
+
+    /// The level as upstream prints it in eviction messages
+    /// (`GetThresholdQuantity`): the quantity as written, or the share of
+    /// the capacity in bytes (BinarySI).
+    pub fn quantity(&self, capacity: i128) -> Quantity {
+        match self {
+            Level::Amount(q) => q.clone(),
+            Level::Fraction(_) => Quantity::new(self.amount(capacity), Format::BinarySI),
         }
     }
 }
@@ -113,6 +170,10 @@ pub enum Pressure {
 pub struct EvictionSettings {
     pub thresholds: Vec<Threshold>,
     pub pressure_transition_period: Duration,
+    /// `evictionMaxPodGracePeriod`: the longest a pod evicted for a soft
+    /// threshold is given to stop (its own `terminationGracePeriodSeconds`
+    /// if shorter, as upstream 1.32). Default 0.
+    pub max_pod_grace_period_seconds: i64,
 }
 
 /// upstream's `evictionHard` when the configuration sets none.
@@ -148,7 +209,7 @@ fn parse_level(field: &'static str, signal: &str, value: &str) -> Result<Level, 
     if q.value() < 0 {
         return Err(bad("must not be negative"));
     }
-    Ok(Level::Amount(q.value()))
+    Ok(Level::Amount(q))
 }
 
 fn parse_signal(field: &'static str, s: &str) -> Result<Signal, ConfigError> {
@@ -172,6 +233,7 @@ impl EvictionSettings {
         soft: Option<&BTreeMap<String, String>>,
         soft_grace: Option<&BTreeMap<String, String>>,
         transition: Option<&str>,
+        max_pod_grace: Option<i32>,
     ) -> Result<EvictionSettings, ConfigError> {
         let mut thresholds = Vec::new();
         let defaults: BTreeMap<String, String>;
@@ -229,9 +291,17 @@ impl EvictionSettings {
                 )
             })?,
         };
+        let max_pod_grace_period_seconds = i64::from(max_pod_grace.unwrap_or(0));
+        if max_pod_grace_period_seconds < 0 {
+            return Err(invalid(
+                "evictionMaxPodGracePeriod",
+                format!("{max_pod_grace_period_seconds} must not be negative"),
+            ));
+        }
         Ok(EvictionSettings {
             thresholds,
             pressure_transition_period,
+            max_pod_grace_period_seconds,
         })
     }
 
@@ -357,11 +427,11 @@ mod tests {
 
     #[test]
     fn defaults_are_upstreams_hard_thresholds() {
-        let s = EvictionSettings::parse(None, None, None, None).unwrap();
+        let s = EvictionSettings::parse(None, None, None, None, None).unwrap();
         assert_eq!(s.thresholds.len(), 5);
         assert!(s.thresholds.contains(&Threshold {
             signal: Signal::MemoryAvailable,
-            level: Level::Amount(100 * 1024 * 1024),
+            level: Level::Amount(Quantity::parse("100Mi").unwrap()),
             grace_period: None,
         }));
         assert!(s.thresholds.contains(&Threshold {
@@ -375,9 +445,15 @@ mod tests {
     #[test]
     fn bad_configuration_names_the_field_and_the_signal() {
         let err = |hard: &[(&str, &str)], soft: &[(&str, &str)], grace: &[(&str, &str)]| {
-            EvictionSettings::parse(Some(&map(hard)), Some(&map(soft)), Some(&map(grace)), None)
-                .unwrap_err()
-                .to_string()
+            EvictionSettings::parse(
+                Some(&map(hard)),
+                Some(&map(soft)),
+                Some(&map(grace)),
+                None,
+                None,
+            )
+            .unwrap_err()
+            .to_string()
         };
         let e = err(&[("memory.free", "1Gi")], &[], &[]);
         assert!(
@@ -400,7 +476,7 @@ mod tests {
             &[("memory.available", "soon")],
         );
         assert!(e.contains("\"soon\" is not a duration"), "{e}");
-        let e = EvictionSettings::parse(None, None, None, Some("forever"))
+        let e = EvictionSettings::parse(None, None, None, Some("forever"), None)
             .unwrap_err()
             .to_string();
         assert!(e.contains("evictionPressureTransitionPeriod"), "{e}");
@@ -415,6 +491,7 @@ mod tests {
             ])),
             Some(&map(&[("pid.available", "1000")])),
             Some(&map(&[("pid.available", "30s")])),
+            None,
             None,
         )
         .unwrap();
@@ -448,7 +525,7 @@ mod tests {
     fn pressure_lasts_the_transition_period_after_the_last_observation() {
         let t = Threshold {
             signal: Signal::NodefsInodesFree,
-            level: Level::Amount(10),
+            level: Level::Amount(Quantity::parse("10").unwrap()),
             grace_period: None,
         };
         let period = Duration::from_secs(300);

@@ -192,8 +192,32 @@ pub async fn run_with_connector<R: Runtime>(
             }
         });
     }
-    // The node's pressure, measured with its status, for pod admission.
+    // The eviction manager: measures the node's pressure (for the node
+    // status and pod admission) and evicts pods under it through the sync
+    // loop.
     let (pressure_tx, pressure_rx) = tokio::sync::watch::channel(Vec::new());
+    let (evict_tx, evict_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    tasks.spawn(
+        eviction::manager::EvictionManager {
+            settings: config.eviction.clone(),
+            root_dir: config.root_dir.clone(),
+            node_name: config.node_name.clone(),
+            usage: eviction::usage::UsageReader {
+                cgroup_root: PathBuf::from("/sys/fs/cgroup"),
+                driver: config.cgroup_driver,
+                pod_logs_dir: config.pod_logs_dir.clone(),
+                pods_dir: config.root_dir.join("pods"),
+            },
+            worker: worker.clone(),
+            store: store.clone(),
+            statics: statics.clone(),
+            api: api.clone(),
+            events: EventRecorder::new(api.clone(), "kubelet").with_host(&config.node_name),
+            evict: evict_tx,
+            pressure: pressure_tx,
+        }
+        .run(),
+    );
     tasks.spawn(run_api_side(
         config.clone(),
         connect,
@@ -201,7 +225,7 @@ pub async fn run_with_connector<R: Runtime>(
         store.clone(),
         api.clone(),
         statics.clone(),
-        pressure_tx,
+        pressure_rx.clone(),
     ));
     // The pods: static ones always, API ones once their list is in.
     let relist_every = config.sync_frequency.min(RELIST_PERIOD);
@@ -223,6 +247,7 @@ pub async fn run_with_connector<R: Runtime>(
         api,
         statics,
         gate,
+        evict_rx,
         relist_every,
         config.sync_frequency,
     ));
@@ -245,7 +270,7 @@ async fn run_api_side<R: Runtime>(
     store: Store<Pod>,
     api: ApiHandle,
     statics: StaticPods,
-    pressure: tokio::sync::watch::Sender<Vec<eviction::Pressure>>,
+    pressure: tokio::sync::watch::Receiver<Vec<eviction::Pressure>>,
 ) {
     let client = connect.await;
     tracing::info!("connected to the apiserver");
@@ -404,6 +429,8 @@ struct Gate {
 /// running. One sync per pod at a time; a pod wanted while its sync runs is
 /// synced again when it ends. A new API pod is admitted (oldest first, see
 /// [`admission`]) before its first sync; a rejected one is never synced.
+/// A pod whose UID comes through `evictions` is synced at once: its sync
+/// carries out the eviction ([`PodWorker::evict`]).
 #[allow(clippy::too_many_arguments)]
 async fn sync_loop<R: Runtime>(
     worker: Arc<PodWorker<R>>,
@@ -413,6 +440,7 @@ async fn sync_loop<R: Runtime>(
     api: ApiHandle,
     statics: StaticPods,
     gate: Gate,
+    mut evictions: tokio::sync::mpsc::UnboundedReceiver<String>,
     relist_every: Duration,
     resync_every: Duration,
 ) {
@@ -453,6 +481,7 @@ async fn sync_loop<R: Runtime>(
             }
             _ = probes.changed() => Wanted::All,
             _ = api_changes.changed() => Wanted::Some(HashSet::new()),
+            Some(uid) = evictions.recv() => Wanted::Some(HashSet::from([uid])),
             Some(changed) = relisted_rx.recv() => {
                 relisting = false;
                 let mut want = changed;

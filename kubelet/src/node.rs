@@ -16,7 +16,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, OwnerReference, Time};
 
 use crate::config::Config;
-use crate::eviction::{Observations, Pressure, PressureTracker};
+use crate::eviction::Pressure;
 
 /// The namespace node Leases live in.
 pub const LEASE_NAMESPACE: &str = "kube-node-lease";
@@ -279,17 +279,15 @@ pub struct NodeStatusManager {
     config: Config,
     machine: MachineInfo,
     ip: IpAddr,
-    pressure: std::sync::Mutex<PressureTracker>,
-    /// Where the node's pressure is published after each measurement (pod
-    /// admission reads it).
-    pressure_out: tokio::sync::watch::Sender<Vec<Pressure>>,
+    /// The node's pressure as the eviction manager last measured it.
+    pressure: tokio::sync::watch::Receiver<Vec<Pressure>>,
 }
 
 impl NodeStatusManager {
     pub fn new(
         client: Client,
         config: Config,
-        pressure_out: tokio::sync::watch::Sender<Vec<Pressure>>,
+        pressure: tokio::sync::watch::Receiver<Vec<Pressure>>,
     ) -> Self {
         let ip = node_ip(&config);
         NodeStatusManager {
@@ -297,8 +295,7 @@ impl NodeStatusManager {
             config,
             machine: MachineInfo::read(),
             ip,
-            pressure: Default::default(),
-            pressure_out,
+            pressure,
         }
     }
 
@@ -342,7 +339,7 @@ impl NodeStatusManager {
             node: name.clone(),
             source,
         };
-        let pressure = self.pressure_now();
+        let pressure = self.pressure.borrow().clone();
         let mut node: Node = self.client.get("", name).await.map_err(err)?;
         node.status = Some(node_status(
             &self.config,
@@ -354,24 +351,6 @@ impl NodeStatusManager {
             node.status.as_ref(),
         ));
         self.client.update_status(&node).await.map_err(err)
-    }
-
-    /// Measures the node against the eviction thresholds; logs the ones met.
-    fn pressure_now(&self) -> Vec<Pressure> {
-        let eviction = &self.config.eviction;
-        let observations = Observations::read(&self.config.root_dir);
-        let met = eviction.met(&observations);
-        for t in &met {
-            let (available, capacity) = observations.signals[&t.signal];
-            tracing::warn!(signal = t.signal.name(), available, capacity, threshold = ?t.level, "eviction threshold met");
-        }
-        let pressure = self.pressure.lock().expect("pressure tracker lock").update(
-            &met,
-            eviction.pressure_transition_period,
-            std::time::Instant::now(),
-        );
-        self.pressure_out.send_replace(pressure.clone());
-        pressure
     }
 
     /// Renews (or creates) `kube-node-lease/<node>`.

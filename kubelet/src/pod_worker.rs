@@ -47,6 +47,16 @@ pub(crate) fn status_of(o: SyncOutcome) -> PodStatus {
     }
 }
 
+/// A pod the eviction manager chose (see [`crate::eviction::manager`]): its
+/// next sync stops its containers within `grace_seconds` and reports it
+/// Failed with reason `Evicted`; it never runs again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Eviction {
+    pub grace_seconds: i64,
+    /// Upstream's eviction message, for the status and its condition.
+    pub message: String,
+}
+
 /// Node-wide settings the worker needs.
 #[derive(Debug, Clone)]
 pub struct WorkerSettings {
@@ -70,6 +80,8 @@ pub struct PodWorker<R> {
     /// The runtime's sandboxes and containers by pod, relisted for all pods
     /// at once (`Pleg::relist`); syncs read their pod's state from it.
     pleg: Arc<Pleg<R>>,
+    /// Pods to evict, by UID, until they are gone from the API.
+    evictions: Mutex<HashMap<String, Eviction>>,
 }
 
 fn uid(pod: &Pod) -> String {
@@ -89,6 +101,7 @@ impl<R: Runtime> PodWorker<R> {
             volumes: Arc::new(VolumeManager::disabled()),
             cgroup_driver: Default::default(),
             pleg: Arc::new(Pleg::new(runtime.clone())),
+            evictions: Mutex::new(HashMap::new()),
             runtime,
         }
     }
@@ -125,7 +138,24 @@ impl<R: Runtime> PodWorker<R> {
         &self.pleg
     }
 
+    /// Marks the pod with `uid` for eviction; its next sync carries it out.
+    pub fn evict(&self, uid: &str, eviction: Eviction) {
+        self.evictions
+            .lock()
+            .unwrap()
+            .insert(uid.to_string(), eviction);
+    }
+
+    /// Whether the pod with `uid` was marked for eviction.
+    pub fn is_evicted(&self, uid: &str) -> bool {
+        self.evictions.lock().unwrap().contains_key(uid)
+    }
+
     pub fn forget_pods_except(&self, live: &std::collections::HashSet<String>) {
+        self.evictions
+            .lock()
+            .unwrap()
+            .retain(|uid, _| live.contains(uid));
         self.backoff.lock().unwrap().retain_pods(live);
         if let Some(probes) = &self.probes {
             probes.retain_pods(live);
@@ -169,6 +199,13 @@ impl<R: Runtime> PodWorker<R> {
         let sandboxes = &state.sandboxes;
         let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
         if matches!(phase, Some("Succeeded" | "Failed")) {
+            // An evicted pod's containers and sandboxes are removed, as
+            // upstream's garbage collection removes evicted pods' content.
+            if crate::status::is_evicted(pod) && !sandboxes.is_empty() {
+                self.kill_sandboxes(sandboxes, 0).await?;
+                self.pleg.refresh_pod(&uid).await?;
+                return Ok(SyncOutcome::Finished);
+            }
             let mut stopped = false;
             for sb in sandboxes {
                 if sb.state == cri::PodSandboxState::SandboxReady as i32 {
@@ -180,6 +217,10 @@ impl<R: Runtime> PodWorker<R> {
                 self.pleg.refresh_pod(&uid).await?;
             }
             return Ok(SyncOutcome::Finished);
+        }
+        let eviction = self.evictions.lock().unwrap().get(&uid).cloned();
+        if let Some(eviction) = eviction {
+            return self.terminate_evicted(pod, &eviction).await;
         }
         // Volumes are ready (and projected ones refreshed) before the
         // sandbox and containers, as upstream's WaitForAttachAndMount.
@@ -354,6 +395,54 @@ impl<R: Runtime> PodWorker<R> {
             &self.settings.host_ip,
             &probed,
         );
+        Ok(SyncOutcome::Status(Box::new(status)))
+    }
+
+    /// Stops the pod's containers (SIGKILL after the eviction's grace) and
+    /// sandboxes and reports it Failed with reason `Evicted`: the last
+    /// state of its containers, and a `DisruptionTarget` condition. Its
+    /// content is removed once that status is in the API (the Finished
+    /// path); until then a repeat finds nothing left running.
+    async fn terminate_evicted(
+        &self,
+        pod: &Pod,
+        eviction: &Eviction,
+    ) -> Result<SyncOutcome, RuntimeError> {
+        let uid = uid(pod);
+        if let Some(probes) = &self.probes {
+            probes.remove_pod(&uid);
+        }
+        let state = self.pleg.refresh_pod(&uid).await?;
+        let stops = state
+            .containers
+            .iter()
+            .filter(|(_, c)| c.state == cri::ContainerState::ContainerRunning as i32)
+            .map(|(_, c)| self.runtime.stop_container(&c.id, eviction.grace_seconds));
+        for r in futures::future::join_all(stops).await {
+            r?;
+        }
+        for sb in &state.sandboxes {
+            if sb.state == cri::PodSandboxState::SandboxReady as i32 {
+                self.runtime.stop_pod_sandbox(&sb.id).await?;
+            }
+        }
+        let state = self.pleg.refresh_pod(&uid).await?;
+        let containers = state
+            .sandboxes
+            .first()
+            .map(|sb| state.containers_of(&sb.id))
+            .unwrap_or_default();
+        let ip = pod.status.as_ref().and_then(|s| s.pod_ip.clone());
+        let mut status = compute_pod_status(
+            pod,
+            &containers,
+            &HashMap::new(),
+            ip.as_deref(),
+            &self.settings.host_ip,
+            &ProbeResults::new(),
+        );
+        crate::status::mark_evicted(&mut status, &eviction.message);
+        tracing::info!(pod = %pod_name(pod), grace_seconds = eviction.grace_seconds, "pod evicted: containers stopped");
         Ok(SyncOutcome::Status(Box::new(status)))
     }
 

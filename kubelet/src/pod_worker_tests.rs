@@ -325,3 +325,60 @@ async fn run_as_non_root_container_of_a_root_image_is_not_created() {
         .contains("container has runAsNonRoot and image will run as root"));
     assert!(rt.calls().iter().all(|c| !c.starts_with("CreateContainer")));
 }
+
+#[tokio::test]
+async fn evicted_pod_is_stopped_reported_failed_and_never_restarted() {
+    let rt = FakeRuntime::with_images(&["busybox:1.36"]);
+    let w = worker(&rt, Duration::from_millis(1));
+    let mut p = crasher("Always");
+    w.sync_pod(&p).await.unwrap();
+    assert!(!w.is_evicted("uid-crash"));
+    let message = "The node was low on resource: memory. ";
+    w.evict(
+        "uid-crash",
+        Eviction {
+            grace_seconds: 1,
+            message: message.into(),
+        },
+    );
+    assert!(w.is_evicted("uid-crash"));
+    let s = status(w.sync_pod(&p).await.unwrap());
+    assert_eq!(s.phase.as_deref(), Some("Failed"));
+    assert_eq!(s.reason.as_deref(), Some("Evicted"));
+    assert_eq!(s.message.as_deref(), Some(message));
+    let conditions = s.conditions.clone().unwrap();
+    let disruption = conditions
+        .iter()
+        .find(|c| c.type_ == "DisruptionTarget")
+        .unwrap();
+    assert_eq!(
+        (disruption.status.as_str(), disruption.reason.as_deref()),
+        ("True", Some("TerminationByKubelet"))
+    );
+    let ready = conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+    assert_eq!(ready.status, "False");
+    let app = &s.container_statuses.as_ref().unwrap()[0];
+    assert!(app.state.as_ref().unwrap().terminated.is_some(), "{app:?}");
+    let calls = rt.calls();
+    assert!(
+        calls
+            .iter()
+            .any(|c| c.starts_with("StopContainer") && c.ends_with(" 1")),
+        "{calls:?}"
+    );
+
+    // Synced again before its status is written: still not restarted.
+    w.pleg().relist().await.unwrap();
+    w.sync_pod(&p).await.unwrap();
+    assert_eq!(creates(&rt).len(), 2, "{:?}", rt.calls());
+
+    // Once the API has it Failed, its content is removed.
+    p.status = Some(s);
+    assert!(matches!(
+        w.sync_pod(&p).await.unwrap(),
+        SyncOutcome::Finished
+    ));
+    assert!(rt.calls().iter().any(|c| c.starts_with("RemovePodSandbox")));
+    assert!(rt.containers_named("app").is_empty());
+    assert_eq!(creates(&rt).len(), 2);
+}

@@ -330,6 +330,43 @@ pub fn compute_pod_status(
     }
 }
 
+/// Upstream's reason for a pod the kubelet evicted or refused under pressure.
+pub const EVICTED: &str = "Evicted";
+
+/// Whether the pod was evicted (upstream's `PodIsEvicted`): Failed with
+/// reason `Evicted`.
+pub fn is_evicted(pod: &Pod) -> bool {
+    pod.status.as_ref().is_some_and(|s| {
+        s.phase.as_deref() == Some("Failed") && s.reason.as_deref() == Some(EVICTED)
+    })
+}
+
+/// Turns a computed status into an evicted pod's, as upstream's kubelet
+/// reports one: phase Failed, reason `Evicted`, the eviction message, not
+/// ready (`PodCompleted`), and a `DisruptionTarget` condition with reason
+/// `TerminationByKubelet`.
+pub fn mark_evicted(status: &mut PodStatus, message: &str) {
+    status.phase = Some("Failed".into());
+    status.reason = Some(EVICTED.into());
+    status.message = Some(message.into());
+    let conditions = status.conditions.get_or_insert_with(Vec::new);
+    for c in conditions.iter_mut() {
+        if c.type_ == "Ready" || c.type_ == "ContainersReady" {
+            c.status = "False".into();
+            c.reason = Some("PodCompleted".into());
+        }
+    }
+    conditions.retain(|c| c.type_ != "DisruptionTarget");
+    conditions.push(PodCondition {
+        type_: "DisruptionTarget".into(),
+        status: "True".into(),
+        reason: Some("TerminationByKubelet".into()),
+        message: Some(message.into()),
+        last_transition_time: Some(now_time()),
+        ..Default::default()
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -221,40 +221,91 @@ async fn kubelet_registers_runs_pods_and_adopts_them_after_restart() {
     );
 }
 
-/// Eviction thresholds drive the node's pressure conditions: a
-/// `memory.available` threshold above what any machine has puts the node
-/// under MemoryPressure; the default disk and PID thresholds are not met.
+fn phase_of(pod: &Option<Pod>) -> String {
+    pod.as_ref()
+        .and_then(|p| p.status.as_ref()?.phase.clone())
+        .unwrap_or_default()
+}
+
+fn with_memory_request(mut p: Pod, request: &str) -> Pod {
+    p.spec.as_mut().unwrap().containers[0].resources =
+        Some(serde_json::from_value(serde_json::json!({"requests": {"memory": request}})).unwrap());
+    p
+}
+
+async fn events_about(client: &Client, name: &str) -> Vec<k8s_openapi::api::core::v1::Event> {
+    client
+        .list::<k8s_openapi::api::core::v1::Event>("default", &Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.involved_object.name.as_deref() == Some(name))
+        .collect()
+}
+
+/// Whether the Node reports `MemoryPressure`.
+async fn under_memory_pressure(client: &Client, node: &str) -> bool {
+    client.get::<Node>("", node).await.is_ok_and(|n| {
+        n.status
+            .and_then(|s| s.conditions)
+            .unwrap_or_default()
+            .iter()
+            .any(|c| c.type_ == "MemoryPressure" && c.status == "True")
+    })
+}
+
+/// The kubelet's log without its colours, so that fields read `key=value`.
+fn plain_log(node: &support::TestNode) -> String {
+    support::strip_ansi(&node.kubelet_log())
+}
+
+/// The lines of the kubelet's log that start a container of `pod`.
+fn container_starts(log: &str, pod: &str) -> usize {
+    log.lines()
+        .filter(|l| l.contains("started container") && l.contains(&format!("pod=default/{pod} ")))
+        .count()
+}
+
+/// A hard `memory.available` threshold above what any machine has: the
+/// node reports MemoryPressure; a new BestEffort pod is refused (admission),
+/// a Burstable one is admitted, runs, and is then evicted as upstream's
+/// eviction manager evicts it — Failed, reason `Evicted`, upstream's
+/// message, a `DisruptionTarget` condition and a Warning event, its
+/// containers removed from containerd, never restarted, also not by a
+/// restarted kubelet — while a static pod, critical, keeps running.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn eviction_threshold_met_sets_memory_pressure() {
+async fn hard_memory_threshold_evicts_running_pods_but_not_static_ones() {
     let options = support::RigOptions {
         kubelet_config: "evictionHard:\n  memory.available: 100Ti\n  nodefs.available: 1%\n".into(),
         ..Default::default()
     };
-    let Some(rig) = Rig::start_with("evict", 1, options).await else {
+    let Some(mut rig) = Rig::start_with("evict", 1, options).await else {
         return;
     };
     let client = rig.client().await;
-    let node = &rig.nodes[0];
+    let node_name = rig.nodes[0].name.clone();
+    std::fs::write(
+        rig.nodes[0].static_pod_dir().join("keeper.yaml"),
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: keeper\nspec:\n  terminationGracePeriodSeconds: 2\n  containers:\n  - name: main\n    image: busybox:1.36\n    command: [sleep, '3600']\n",
+    )
+    .unwrap();
     let conditions = |n: &Node| {
         n.status
             .as_ref()
             .and_then(|s| s.conditions.clone())
             .unwrap_or_default()
     };
-    let pressured = wait_for(Duration::from_secs(30), || async {
-        client.get::<Node>("", &node.name).await.is_ok_and(|n| {
-            conditions(&n)
-                .iter()
-                .any(|c| c.type_ == "MemoryPressure" && c.status == "True")
-        })
+    let pressured = wait_for(Duration::from_secs(30), || {
+        under_memory_pressure(&client, &node_name)
     })
     .await;
-    let n: Node = client.get("", &node.name).await.unwrap();
+    let n: Node = client.get("", &node_name).await.unwrap();
     assert!(
         pressured,
         "{:?}\nkubelet log:\n{}",
         conditions(&n),
-        node.kubelet_log()
+        plain_log(&rig.nodes[0])
     );
     let get = |t: &str| conditions(&n).into_iter().find(|c| c.type_ == t).unwrap();
     let memory = get("MemoryPressure");
@@ -265,49 +316,214 @@ async fn eviction_threshold_met_sets_memory_pressure() {
     assert_eq!(get("DiskPressure").status, "False");
     assert_eq!(get("PIDPressure").status, "False");
     assert_eq!(get("Ready").status, "True");
-    assert!(node.kubelet_log().contains("eviction threshold met"));
+    assert!(rig.nodes[0]
+        .kubelet_log()
+        .contains("eviction threshold met"));
 
-    // Under MemoryPressure alone a BestEffort pod is refused, as upstream's
-    // eviction manager refuses it; a pod with a memory request runs.
-    let mut burstable = pod(&node.name, "burstable", "Always", &["sleep", "3600"]);
-    burstable.spec.as_mut().unwrap().containers[0].resources =
-        Some(serde_json::from_value(serde_json::json!({"requests": {"memory": "16Mi"}})).unwrap());
+    // The static pod runs (its mirror pod says so).
+    let keeper = format!("keeper-{node_name}");
+    let keeper_running = wait_for(Duration::from_secs(60), || async {
+        get_pod(&client, &keeper)
+            .await
+            .and_then(|p| main_status(&p))
+            .is_some_and(|c| c.state.is_some_and(|s| s.running.is_some()))
+    })
+    .await;
+    assert!(
+        keeper_running,
+        "static pod did not run: {:?}\n{}",
+        get_pod(&client, &keeper).await.map(|p| p.status),
+        plain_log(&rig.nodes[0])
+    );
+    let keeper_id = main_status(&get_pod(&client, &keeper).await.unwrap())
+        .unwrap()
+        .container_id;
+
+    // Admission: under MemoryPressure alone a BestEffort pod is refused; a
+    // pod with a memory request is admitted.
+    let burstable = with_memory_request(
+        pod(&node_name, "burstable", "Always", &["sleep", "3600"]),
+        "16Mi",
+    );
     client.create("default", &burstable).await.unwrap();
     client
         .create(
             "default",
-            &pod(&node.name, "best-effort", "Always", &["sleep", "3600"]),
+            &pod(&node_name, "best-effort", "Always", &["sleep", "3600"]),
         )
         .await
         .unwrap();
-    let phase = |name: &'static str| {
-        let client = client.clone();
-        async move {
-            get_pod(&client, name)
-                .await
-                .and_then(|p| p.status?.phase)
-                .unwrap_or_default()
-        }
-    };
-    let settled = wait_for(Duration::from_secs(60), || async {
-        phase("burstable").await == "Running" && phase("best-effort").await == "Failed"
+    let refused = wait_for(Duration::from_secs(60), || async {
+        phase_of(&get_pod(&client, "best-effort").await) == "Failed"
     })
     .await;
-    assert!(
-        settled,
-        "burstable {:?}, best-effort {:?}",
-        phase("burstable").await,
-        phase("best-effort").await
-    );
-    let status = get_pod(&client, "best-effort")
-        .await
-        .unwrap()
-        .status
-        .unwrap();
+    let status = get_pod(&client, "best-effort").await.unwrap().status;
+    assert!(refused, "best-effort: {status:?}");
+    let status = status.unwrap();
     assert_eq!(status.reason.as_deref(), Some("Evicted"));
     assert_eq!(
         status.message.as_deref(),
         Some("Pod was rejected: The node had condition: [MemoryPressure]. ")
+    );
+
+    // Eviction: the admitted pod ran, and is evicted.
+    let evicted = wait_for(Duration::from_secs(90), || async {
+        phase_of(&get_pod(&client, "burstable").await) == "Failed"
+    })
+    .await;
+    let p = get_pod(&client, "burstable").await.unwrap();
+    assert!(
+        evicted,
+        "burstable was not evicted: {:?}\n{}",
+        p.status,
+        plain_log(&rig.nodes[0])
+    );
+    let log_at_eviction = plain_log(&rig.nodes[0]).len();
+    let status = p.status.clone().unwrap();
+    assert_eq!(status.reason.as_deref(), Some("Evicted"));
+    let message = status.message.clone().unwrap();
+    assert!(
+        message.starts_with(
+            "The node was low on resource: memory. Threshold quantity: 100Ti, available: "
+        ),
+        "{message}"
+    );
+    let disruption = status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "DisruptionTarget")
+        .unwrap_or_else(|| panic!("no DisruptionTarget condition: {status:?}"));
+    assert_eq!(disruption.status, "True");
+    assert_eq!(disruption.reason.as_deref(), Some("TerminationByKubelet"));
+    assert_eq!(disruption.message.as_deref(), Some(message.as_str()));
+    let cs = main_status(&p).unwrap();
+    let terminated = cs.state.as_ref().and_then(|s| s.terminated.clone());
+    assert!(
+        terminated.as_ref().is_some_and(|t| t.started_at.is_some()),
+        "the container did not run and stop: {cs:?}"
+    );
+    assert_eq!(condition(&p, "Ready").as_deref(), Some("False"));
+    let events = events_about(&client, "burstable").await;
+    assert!(
+        events.iter().any(|e| e.reason.as_deref() == Some("Evicted")
+            && e.type_.as_deref() == Some("Warning")
+            && e.message.as_deref() == Some(message.as_str())),
+        "no Evicted event with the status's message: {events:?}"
+    );
+    let node_events = events_about(&client, &node_name).await;
+    assert!(
+        node_events
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("EvictionThresholdMet")
+                && e.message.as_deref() == Some("Attempting to reclaim memory")),
+        "no EvictionThresholdMet node event: {node_events:?}"
+    );
+
+    // Its containers leave containerd.
+    let id = cs.container_id.clone().unwrap();
+    let short = id.trim_start_matches("containerd://").to_string();
+    let removed = wait_for(Duration::from_secs(30), || async {
+        let ls = rig.nodes[0].ctr(&["containers", "ls", "-q"]);
+        !String::from_utf8_lossy(&ls.stdout).contains(&short)
+    })
+    .await;
+    assert!(
+        removed,
+        "the evicted pod's container is still in containerd"
+    );
+
+    // A later pass finds only the static pod, which it may not evict.
+    let passed = wait_for(Duration::from_secs(60), || async {
+        let log = plain_log(&rig.nodes[0]);
+        log[log_at_eviction..].contains("unable to evict any pods from the node")
+    })
+    .await;
+    let log = plain_log(&rig.nodes[0]);
+    assert!(passed, "no later eviction pass:\n{log}");
+    assert!(
+        log.contains(&format!("cannot evict a critical pod pod=default/{keeper}")),
+        "{log}"
+    );
+    assert_eq!(container_starts(&log, "burstable"), 1, "{log}");
+    assert_eq!(phase_of(&get_pod(&client, "burstable").await), "Failed");
+
+    // A restarted kubelet does not bring it back; the static pod runs on.
+    rig.nodes[0].stop_kubelet().await;
+    let log_before_restart = plain_log(&rig.nodes[0]).len();
+    rig.nodes[0].start_kubelet().await;
+    let resynced = wait_for(Duration::from_secs(90), || async {
+        let log = plain_log(&rig.nodes[0]);
+        log[log_before_restart..].contains("unable to evict any pods from the node")
+    })
+    .await;
+    let log = plain_log(&rig.nodes[0]);
+    assert!(
+        resynced,
+        "the restarted kubelet made no eviction pass:\n{log}"
+    );
+    assert_eq!(container_starts(&log, "burstable"), 1, "{log}");
+    let p = get_pod(&client, "burstable").await.unwrap();
+    assert_eq!(phase_of(&Some(p.clone())), "Failed");
+    assert_eq!(p.status.unwrap().reason.as_deref(), Some("Evicted"));
+    let k = main_status(&get_pod(&client, &keeper).await.unwrap()).unwrap();
+    assert_eq!(k.container_id, keeper_id, "the static pod was restarted");
+    assert!(k.state.unwrap().running.is_some());
+}
+
+/// A soft threshold sets the condition at once but evicts only once it
+/// has been met for its grace period: the pod started while the node was
+/// already under MemoryPressure, and was evicted only later, with
+/// `evictionMaxPodGracePeriod` as its grace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn soft_memory_threshold_evicts_only_after_its_grace_period() {
+    let options = support::RigOptions {
+        kubelet_config: "evictionHard:\n  nodefs.available: 1%\nevictionSoft:\n  memory.available: 100Ti\nevictionSoftGracePeriod:\n  memory.available: 45s\nevictionMaxPodGracePeriod: 2\n".into(),
+        ..Default::default()
+    };
+    let Some(rig) = Rig::start_with("soft", 1, options).await else {
+        return;
+    };
+    let client = rig.client().await;
+    let node_name = rig.nodes[0].name.clone();
+    let pressured = wait_for(Duration::from_secs(30), || {
+        under_memory_pressure(&client, &node_name)
+    })
+    .await;
+    assert!(pressured, "{}", plain_log(&rig.nodes[0]));
+    let soft = with_memory_request(
+        pod(&node_name, "soft", "Always", &["sleep", "3600"]),
+        "16Mi",
+    );
+    client.create("default", &soft).await.unwrap();
+    let evicted = wait_for(Duration::from_secs(120), || async {
+        phase_of(&get_pod(&client, "soft").await) == "Failed"
+    })
+    .await;
+    let log = plain_log(&rig.nodes[0]);
+    let p = get_pod(&client, "soft").await.unwrap();
+    assert!(evicted, "soft was not evicted: {:?}\n{log}", p.status);
+    let status = p.status.unwrap();
+    assert_eq!(status.reason.as_deref(), Some("Evicted"));
+    assert!(
+        status.message.as_deref().unwrap_or_default().starts_with(
+            "The node was low on resource: memory. Threshold quantity: 100Ti, available: "
+        ),
+        "{status:?}"
+    );
+    // In the log: pressure first, then the pod's start, then the first
+    // attempt to reclaim, with the soft grace.
+    let at = |needle: &str| {
+        log.find(needle)
+            .unwrap_or_else(|| panic!("{needle:?} not in the kubelet log:\n{log}"))
+    };
+    let met = at("eviction threshold met");
+    let started = at("started container pod=default/soft ");
+    let reclaim = at("eviction manager: attempting to reclaim");
+    assert!(met < started && started < reclaim, "{log}");
+    assert!(
+        log[reclaim..].contains("pod evicted: containers stopped pod=default/soft grace_seconds=2"),
+        "{log}"
     );
 }
 
@@ -389,7 +605,11 @@ async fn pods_beyond_max_pods_or_the_nodes_cpu_are_rejected_and_never_started() 
                 && e.type_.as_deref() == Some("Warning")),
         "no OutOfpods event for third: {events:?}"
     );
-    let log = rig.nodes[0].kubelet_log();
+    let log = plain_log(&rig.nodes[0]);
+    assert!(
+        log.contains("started pod sandbox pod=default/first "),
+        "{log}"
+    );
     for name in ["greedy", "third"] {
         assert!(
             !log.contains(&format!("started pod sandbox pod=default/{name} ")),
