@@ -185,6 +185,11 @@ pub async fn run(args: &Args) -> Result<Vec<SystemReport>> {
     Ok(reports)
 }
 
+/// The member's Raft index (Maintenance Status), if it answers.
+async fn raft_index(client: &mut etcd_client::Client) -> Option<u64> {
+    client.status().await.ok().map(|s| s.raft_index())
+}
+
 async fn bench_system(args: &Args, system: System) -> Result<SystemReport> {
     let spec = args.spec(system);
     eprintln!(
@@ -211,9 +216,8 @@ async fn bench_system(args: &Args, system: System) -> Result<SystemReport> {
                 .kv_client(),
         );
     }
-    let to_leader: Vec<KvClient> = vec![cluster::connect(&endpoints[leader], REQUEST_TIMEOUT)
-        .await?
-        .kv_client()];
+    let mut leader_client = cluster::connect(&endpoints[leader], REQUEST_TIMEOUT).await?;
+    let to_leader: Vec<KvClient> = vec![leader_client.kv_client()];
 
     let workload = Workload {
         keys: args.keys,
@@ -246,6 +250,7 @@ async fn bench_system(args: &Args, system: System) -> Result<SystemReport> {
     for (name, operation, clients, connections) in phases {
         eprintln!("{}: {name} ...", system.label());
         let cpu_before = cluster.cpu_ms();
+        let index_before = raft_index(&mut leader_client).await;
         let result =
             load::run_phase(connections, clients, operation, args.budget(), &workload).await?;
         if let Some(error) = &result.first_error {
@@ -261,7 +266,18 @@ async fn bench_system(args: &Args, system: System) -> Result<SystemReport> {
             .zip(cluster.cpu_ms())
             .map(|(before, after)| Some(after?.saturating_sub((*before)?)))
             .sum::<Option<u64>>();
-        let row = PhaseRow::new(name, clients, &result, cluster.rss_kib(), cpu_ms);
+        let raft_entries = match (index_before, raft_index(&mut leader_client).await) {
+            (Some(before), Some(after)) => Some(after.saturating_sub(before)),
+            _ => None,
+        };
+        let row = PhaseRow::new(
+            name,
+            clients,
+            &result,
+            cluster.rss_kib(),
+            cpu_ms,
+            raft_entries,
+        );
         eprintln!("{}: {}", system.label(), row.summary());
         rows.push(row);
     }
