@@ -99,6 +99,13 @@ fn cni_bridge_binary() -> PathBuf {
     bin
 }
 
+/// The rig's hard eviction thresholds, unless a test sets its own
+/// `evictionHard`: upstream's defaults (`imagefs.available` 15 %,
+/// `nodefs.available` 10 %) put a host whose disk is fuller than that under
+/// DiskPressure, which refuses every pod, so the tests would pass or fail
+/// with the host's free disk space.
+const RIG_EVICTION_HARD: &str = "evictionHard:\n  memory.available: 100Mi\n  nodefs.available: 1%\n  nodefs.inodesFree: 1%\n  imagefs.available: 1%\n";
+
 /// What a rig's kubelets and apiserver get beyond the defaults.
 #[derive(Debug, Clone, Default)]
 pub struct RigOptions {
@@ -341,10 +348,15 @@ impl TestNode {
                  nodeStatusUpdateFrequency: 2s\n\
                  podLogsDir: {}\n\
                  staticPodPath: {}\n\
-                 {}",
+                 {}{}",
                 self.pod_cidr,
                 self.pod_logs_dir().display(),
                 self.static_pod_dir().display(),
+                if options.kubelet_config.contains("evictionHard:") {
+                    ""
+                } else {
+                    RIG_EVICTION_HARD
+                },
                 options.kubelet_config,
             ),
         )
