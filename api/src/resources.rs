@@ -207,7 +207,7 @@ pub static RESOURCES: &[ResourceInfo] = &[
         core("ServiceAccount", "serviceaccounts", "serviceaccount", true),
         &["sa"],
         &[],
-        &[],
+        &["token"],
     ),
     with(core("Event", "events", "event", true), &["ev"], &[], &[]),
     with(

@@ -155,7 +155,7 @@ fn user_from_certificate(der: &CertificateDer<'_>) -> Option<UserInfo> {
 
 /// The token of `Bearer <token>` (scheme case-insensitive); any other
 /// scheme or an empty token is "no bearer credentials", as upstream.
-fn bearer_token(header: &str) -> Option<&str> {
+pub fn bearer_token(header: &str) -> Option<&str> {
     let mut parts = header.trim().splitn(2, char::is_whitespace);
     let scheme = parts.next()?;
     if !scheme.eq_ignore_ascii_case("bearer") {

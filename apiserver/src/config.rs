@@ -95,4 +95,26 @@ pub struct Flags {
     /// that resume from a resourceVersion.
     #[arg(long = "default-watch-cache-size", default_value_t = 1000)]
     pub default_watch_cache_size: usize,
+
+    /// Identifier of the service account token issuer (the `iss` claim of
+    /// issued tokens). Repeatable: the first signs, all are accepted.
+    #[arg(long = "service-account-issuer")]
+    pub service_account_issuer: Vec<String>,
+
+    /// Path to the file that contains the current private key of the
+    /// service account token issuer (RSA, PEM). Without it the TokenRequest
+    /// API (`serviceaccounts/token`) is not served.
+    #[arg(long = "service-account-signing-key-file")]
+    pub service_account_signing_key_file: Option<PathBuf>,
+
+    /// File containing PEM-encoded RSA public (or private) keys used to
+    /// verify service account tokens. Repeatable. Defaults to the public half
+    /// of --service-account-signing-key-file.
+    #[arg(long = "service-account-key-file")]
+    pub service_account_key_file: Vec<PathBuf>,
+
+    /// Identifiers of the API. Service account tokens must carry one of them
+    /// as audience. Defaults to --service-account-issuer.
+    #[arg(long = "api-audiences", value_delimiter = ',')]
+    pub api_audiences: Vec<String>,
 }

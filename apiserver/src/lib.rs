@@ -17,6 +17,7 @@ pub mod protobuf;
 pub mod registry;
 pub mod rest;
 pub mod server;
+pub mod serviceaccount;
 pub mod storage;
 pub mod table;
 pub mod tls;
@@ -48,6 +49,8 @@ pub enum RunError {
     Tls(#[from] tls::TlsError),
     #[error(transparent)]
     Auth(#[from] auth::AuthError),
+    #[error(transparent)]
+    ServiceAccountKeys(#[from] serviceaccount::KeyFileError),
     #[error(transparent)]
     KubeletClient(#[from] kubelet::KubeletClientError),
 }
@@ -88,6 +91,12 @@ pub async fn run(
             message,
         })?;
     let services = ServiceAllocator { range, ports };
+    let service_accounts = serviceaccount::ServiceAccountTokens::from_flags(
+        &flags.service_account_issuer,
+        flags.service_account_signing_key_file.as_deref(),
+        &flags.service_account_key_file,
+        &flags.api_audiences,
+    )?;
     let storage = storage::Storage::connect(&flags.etcd_servers)
         .await
         .map_err(|source| RunError::Etcd {
@@ -119,6 +128,7 @@ pub async fn run(
     let state = Arc::new(rest::AppState {
         registry,
         authenticator,
+        service_accounts,
         openapi: openapi::OpenApi::build(),
         max_request_bytes: flags.max_request_bytes,
         server_address: format!("{advertise}:{port}"),

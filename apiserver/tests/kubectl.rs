@@ -1699,3 +1699,137 @@ async fn kubectl_create_sends_protobuf_and_the_objects_are_stored_as_upstream_js
     let node_port = port["nodePort"].as_i64().unwrap_or(0);
     assert!((30000..=32767).contains(&node_port), "{svc:#}");
 }
+
+/// The payload of a JWT, base64url-decoded.
+fn jwt_payload(token: &str) -> serde_json::Value {
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1).expect("a JWT has three parts");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+/// A kubeconfig that presents only `token` (no client certificate).
+fn token_kubeconfig(cluster: &TestCluster, name: &str, token: &str) -> String {
+    use base64::Engine as _;
+    let ca = base64::engine::general_purpose::STANDARD.encode(cluster.ca_pem());
+    let path = manifest(
+        cluster,
+        name,
+        &format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: https://{}\n    certificate-authority-data: {ca}\nusers:\n- name: u\n  user:\n    token: {token}\ncontexts:\n- name: x\n  context: {{cluster: c, user: u}}\ncurrent-context: x\n",
+            cluster.addr()
+        ),
+    );
+    path.display().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_token_issues_a_jwt_that_authenticates_until_its_service_account_goes() {
+    let cluster = TestCluster::start().await;
+    kubectl(&cluster, &["create", "serviceaccount", "builder"])
+        .await
+        .ok();
+    let sa_uid = jsonpath(&cluster, &["sa", "builder"], "{.metadata.uid}").await;
+
+    let token = kubectl(&cluster, &["create", "token", "builder"])
+        .await
+        .ok();
+    let token = token.trim();
+    let claims = jwt_payload(token);
+    assert_eq!(claims["sub"], "system:serviceaccount:default:builder");
+    assert_eq!(claims["iss"], support::SERVICE_ACCOUNT_ISSUER);
+    assert_eq!(claims["aud"][0], support::SERVICE_ACCOUNT_ISSUER);
+    assert_eq!(claims["kubernetes.io"]["serviceaccount"]["uid"], sa_uid);
+    assert_eq!(
+        claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
+        3600
+    );
+
+    // The token alone gets the user in: listing pods needs an authenticated user.
+    let as_sa = token_kubeconfig(&cluster, "sa.conf", token);
+    kubectl(&cluster, &["--kubeconfig", &as_sa, "get", "pods"])
+        .await
+        .ok();
+    // A token with a foreign audience is not for this API.
+    let vault = kubectl(
+        &cluster,
+        &["create", "token", "builder", "--audience", "vault"],
+    )
+    .await
+    .ok();
+    assert_eq!(jwt_payload(vault.trim())["aud"][0], "vault");
+    let as_vault = token_kubeconfig(&cluster, "vault.conf", vault.trim());
+    let err = kubectl(&cluster, &["--kubeconfig", &as_vault, "get", "pods"])
+        .await
+        .err();
+    assert!(err.contains("Unauthorized"), "{err}");
+
+    // Once the ServiceAccount is deleted its tokens stop working.
+    kubectl(&cluster, &["delete", "serviceaccount", "builder"])
+        .await
+        .ok();
+    let err = kubectl(&cluster, &["--kubeconfig", &as_sa, "get", "pods"])
+        .await
+        .err();
+    assert!(err.contains("Unauthorized"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_token_checks_duration_service_account_and_bound_pod() {
+    let cluster = TestCluster::start().await;
+    let err = kubectl(&cluster, &["create", "token", "ghost"]).await.err();
+    assert!(
+        err.contains(r#"serviceaccounts "ghost" not found"#),
+        "{err}"
+    );
+    kubectl(&cluster, &["create", "serviceaccount", "runner"])
+        .await
+        .ok();
+    let err = kubectl(&cluster, &["create", "token", "runner", "--duration", "5m"])
+        .await
+        .err();
+    assert!(
+        err.contains("may not specify a duration less than 10 minutes"),
+        "{err}"
+    );
+    let token = kubectl(&cluster, &["create", "token", "runner", "--duration", "2h"])
+        .await
+        .ok();
+    let claims = jwt_payload(token.trim());
+    assert_eq!(
+        claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
+        7200
+    );
+
+    let bound = ["create", "token", "runner", "--bound-object-kind", "Pod"];
+    let err = kubectl(
+        &cluster,
+        &[&bound[..], &["--bound-object-name", "job"]].concat(),
+    )
+    .await
+    .err();
+    assert!(err.contains(r#"pods "job" not found"#), "{err}");
+    kubectl_stdin(
+        &cluster,
+        &["apply", "-f", "-"],
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: job}\nspec:\n  serviceAccountName: runner\n  containers: [{name: c, image: busybox}]\n",
+    )
+    .await
+    .ok();
+    let pod_uid = jsonpath(&cluster, &["pod", "job"], "{.metadata.uid}").await;
+    let token = kubectl(
+        &cluster,
+        &[&bound[..], &["--bound-object-name", "job"]].concat(),
+    )
+    .await
+    .ok();
+    let claims = jwt_payload(token.trim());
+    assert_eq!(claims["kubernetes.io"]["pod"]["name"], "job");
+    assert_eq!(claims["kubernetes.io"]["pod"]["uid"], pod_uid);
+    let as_pod = token_kubeconfig(&cluster, "pod.conf", token.trim());
+    kubectl(&cluster, &["--kubeconfig", &as_pod, "get", "pods"])
+        .await
+        .ok();
+}

@@ -46,6 +46,7 @@ PACKAGES = [
     "api/admissionregistration/v1",
     "api/policy/v1",
     "api/autoscaling/v1",
+    "api/authentication/v1",
     "apimachinery/pkg/apis/meta/v1",
 ]
 # Roots besides the served packages' kinds.

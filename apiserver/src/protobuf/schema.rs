@@ -302,6 +302,57 @@ pub static MESSAGES: &[Message] = &[
         Field { tag: 1, json: "type", kind: S, repeated: false },
         Field { tag: 2, json: "rollingUpdate", kind: Kind::Message("k8s.io.api.apps.v1.RollingUpdateStatefulSetStrategy"), repeated: false },
     ] },
+    Message { name: "k8s.io.api.authentication.v1.BoundObjectReference", fields: &[
+        Field { tag: 1, json: "kind", kind: S, repeated: false },
+        Field { tag: 2, json: "apiVersion", kind: S, repeated: false },
+        Field { tag: 3, json: "name", kind: S, repeated: false },
+        Field { tag: 4, json: "uid", kind: S, repeated: false },
+    ] },
+    Message { name: "k8s.io.api.authentication.v1.ExtraValue", fields: &[
+        Field { tag: 1, json: "items", kind: S, repeated: true },
+    ] },
+    Message { name: "k8s.io.api.authentication.v1.SelfSubjectReview", fields: &[
+        Field { tag: 1, json: "metadata", kind: Kind::Message("k8s.io.apimachinery.pkg.apis.meta.v1.ObjectMeta"), repeated: false },
+        Field { tag: 2, json: "status", kind: Kind::Message("k8s.io.api.authentication.v1.SelfSubjectReviewStatus"), repeated: false },
+    ] },
+    Message { name: "k8s.io.api.authentication.v1.SelfSubjectReviewStatus", fields: &[
+        Field { tag: 1, json: "userInfo", kind: Kind::Message("k8s.io.api.authentication.v1.UserInfo"), repeated: false },
+    ] },
+    Message { name: "k8s.io.api.authentication.v1.TokenRequest", fields: &[
+        Field { tag: 1, json: "metadata", kind: Kind::Message("k8s.io.apimachinery.pkg.apis.meta.v1.ObjectMeta"), repeated: false },
+        Field { tag: 2, json: "spec", kind: Kind::Message("k8s.io.api.authentication.v1.TokenRequestSpec"), repeated: false },
+        Field { tag: 3, json: "status", kind: Kind::Message("k8s.io.api.authentication.v1.TokenRequestStatus"), repeated: false },
+    ] },
+    Message { name: "k8s.io.api.authentication.v1.TokenRequestSpec", fields: &[
+        Field { tag: 1, json: "audiences", kind: S, repeated: true },
+        Field { tag: 3, json: "boundObjectRef", kind: Kind::Message("k8s.io.api.authentication.v1.BoundObjectReference"), repeated: false },
+        Field { tag: 4, json: "expirationSeconds", kind: I64, repeated: false },
+    ] },
+    Message { name: "k8s.io.api.authentication.v1.TokenRequestStatus", fields: &[
+        Field { tag: 1, json: "token", kind: S, repeated: false },
+        Field { tag: 2, json: "expirationTimestamp", kind: Kind::Message("k8s.io.apimachinery.pkg.apis.meta.v1.Time"), repeated: false },
+    ] },
+    Message { name: "k8s.io.api.authentication.v1.TokenReview", fields: &[
+        Field { tag: 1, json: "metadata", kind: Kind::Message("k8s.io.apimachinery.pkg.apis.meta.v1.ObjectMeta"), repeated: false },
+        Field { tag: 2, json: "spec", kind: Kind::Message("k8s.io.api.authentication.v1.TokenReviewSpec"), repeated: false },
+        Field { tag: 3, json: "status", kind: Kind::Message("k8s.io.api.authentication.v1.TokenReviewStatus"), repeated: false },
+    ] },
+    Message { name: "k8s.io.api.authentication.v1.TokenReviewSpec", fields: &[
+        Field { tag: 1, json: "token", kind: S, repeated: false },
+        Field { tag: 2, json: "audiences", kind: S, repeated: true },
+    ] },
+    Message { name: "k8s.io.api.authentication.v1.TokenReviewStatus", fields: &[
+        Field { tag: 1, json: "authenticated", kind: BOOL, repeated: false },
+        Field { tag: 2, json: "user", kind: Kind::Message("k8s.io.api.authentication.v1.UserInfo"), repeated: false },
+        Field { tag: 3, json: "error", kind: S, repeated: false },
+        Field { tag: 4, json: "audiences", kind: S, repeated: true },
+    ] },
+    Message { name: "k8s.io.api.authentication.v1.UserInfo", fields: &[
+        Field { tag: 1, json: "username", kind: S, repeated: false },
+        Field { tag: 2, json: "uid", kind: S, repeated: false },
+        Field { tag: 3, json: "groups", kind: S, repeated: true },
+        Field { tag: 4, json: "extra", kind: Kind::Map(&S, &Kind::Message("k8s.io.api.authentication.v1.ExtraValue")), repeated: false },
+    ] },
     Message { name: "k8s.io.api.autoscaling.v1.CrossVersionObjectReference", fields: &[
         Field { tag: 1, json: "kind", kind: S, repeated: false },
         Field { tag: 2, json: "name", kind: S, repeated: false },

@@ -6,6 +6,7 @@ pub(crate) mod portforward;
 pub mod request;
 pub(crate) mod streaming;
 pub(crate) mod subresource;
+pub(crate) mod token_request;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -37,6 +38,8 @@ use request::{PathError, Target, Verb};
 pub struct AppState {
     pub registry: Arc<Registry>,
     pub authenticator: Authenticator,
+    /// TokenRequest's signer and the verifier of service-account JWTs.
+    pub service_accounts: crate::serviceaccount::ServiceAccountTokens,
     pub openapi: OpenApi,
     pub max_request_bytes: usize,
     /// `host:port` clients reach us at, for `/api`'s server addresses.
@@ -141,6 +144,15 @@ async fn authenticate(
         .authenticator
         .authenticate(cert.0.as_ref(), authorization.as_deref())
     {
+        Ok(u) => Ok(u),
+        Err(e) => match authorization.as_deref().and_then(auth::bearer_token) {
+            Some(token) if crate::serviceaccount::looks_like_jwt(token) => {
+                service_account_user(&state, token).await
+            }
+            _ => Err(e),
+        },
+    };
+    let user = match user {
         Ok(u) => u,
         Err(e) if crate::grpc::is_grpc(req.headers()) => {
             return crate::grpc::status_from_api_error(&e).into_http()
@@ -181,6 +193,47 @@ async fn authenticate(
     }
     req.extensions_mut().insert(user);
     next.run(req).await
+}
+
+/// Upstream's service-account token authenticator: the JWT must verify
+/// (key, issuer, API audience, expiry) and the ServiceAccount and the object
+/// the token is bound to must still exist with the uids it names.
+async fn service_account_user(state: &AppState, token: &str) -> Result<UserInfo, ApiError> {
+    let verifier = state
+        .service_accounts
+        .verifier
+        .as_ref()
+        .ok_or_else(ApiError::unauthorized)?;
+    let claims = verifier
+        .verify(token, chrono::Utc::now().timestamp())
+        .map_err(|e| {
+            tracing::debug!(error = %e, "rejected a service account token");
+            ApiError::unauthorized()
+        })?;
+    let k = claims.kubernetes.clone().unwrap_or_default();
+    let mut refs = vec![("serviceaccounts", &k.serviceaccount)];
+    refs.extend(k.pod.as_ref().map(|p| ("pods", p)));
+    refs.extend(k.secret.as_ref().map(|s| ("secrets", s)));
+    for (plural, r) in refs {
+        let res = ferrokube_api::resources::find("", "v1", plural).expect("core resource");
+        let current = state
+            .registry
+            .get(res, Some(&k.namespace), &r.name)
+            .await
+            .ok()
+            .and_then(|o| {
+                o.pointer("/metadata/uid")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            });
+        if current.as_deref() != Some(r.uid.as_str()) {
+            tracing::debug!(plural, name = %r.name, "service account token names an object that no longer exists");
+            return Err(ApiError::unauthorized());
+        }
+    }
+    let mut user = crate::serviceaccount::user_info(&claims);
+    user.groups.push(auth::AUTHENTICATED_GROUP.to_string());
+    Ok(user)
 }
 
 async fn health() -> &'static str {

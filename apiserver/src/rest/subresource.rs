@@ -1,6 +1,6 @@
 //! Subresources other than `status`: `scale` (Deployments, ReplicaSets,
 //! StatefulSets, ReplicationControllers), pods' `binding` and `eviction`,
-//! and namespaces' `finalize`.
+//! namespaces' `finalize` and serviceaccounts' `token` (TokenRequest).
 
 use axum::http::{Method, StatusCode};
 use axum::response::Response;
@@ -128,6 +128,19 @@ pub async fn handle(
                 .unwrap_or_default();
             registry.delete(res, ns, name, &opts, ctx).await?;
             Ok(respond(StatusCode::CREATED, &success(201)))
+        }
+        ("token", "POST") => {
+            let request = codec::parse_body(content_type, body)?;
+            let issued = super::token_request::create(
+                &state.service_accounts,
+                registry,
+                ns.unwrap_or_default(),
+                name,
+                request,
+                chrono::Utc::now(),
+            )
+            .await?;
+            Ok(respond(StatusCode::CREATED, &issued))
         }
         ("finalize", "PUT") => {
             let body = codec::parse_body(content_type, body)?;

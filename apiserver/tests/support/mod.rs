@@ -26,6 +26,9 @@ use tokio::task::JoinHandle;
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A running etcd-lite + kube-apiserver pair.
+/// The `--service-account-issuer` (and so the API audience) of test clusters.
+pub const SERVICE_ACCOUNT_ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
+
 pub struct TestCluster {
     dir: tempfile::TempDir,
     addr: SocketAddr,
@@ -98,8 +101,18 @@ impl TestCluster {
         )
         .unwrap();
 
+        // Service-account signing key, as kubeadm's sa.key.
+        let sa_key = pki_dir.join("sa.key");
+        std::fs::write(
+            &sa_key,
+            kube_apiserver::serviceaccount::testing::rsa_private_key_pem(),
+        )
+        .unwrap();
+
         let mut args = vec![
             "kube-apiserver".to_string(),
+            format!("--service-account-issuer={SERVICE_ACCOUNT_ISSUER}"),
+            format!("--service-account-signing-key-file={}", sa_key.display()),
             format!("--etcd-servers={etcd_url}"),
             format!("--bind-address={ip}"),
             format!("--advertise-address={ip}"),
