@@ -42,10 +42,18 @@ pub fn is_grpc(headers: &http::HeaderMap) -> bool {
 }
 
 /// The gRPC service as an axum router, to be routed to by content type.
-pub fn router(registry: Arc<Registry>, kubelets: crate::kubelet::KubeletClient) -> axum::Router {
-    tonic::service::Routes::new(ApiServer::new(ApiService { registry, kubelets }))
-        .prepare()
-        .into_axum_router()
+pub fn router(
+    registry: Arc<Registry>,
+    kubelets: crate::kubelet::KubeletClient,
+    service_accounts: Arc<crate::serviceaccount::ServiceAccountTokens>,
+) -> axum::Router {
+    tonic::service::Routes::new(ApiServer::new(ApiService {
+        registry,
+        kubelets,
+        service_accounts,
+    }))
+    .prepare()
+    .into_axum_router()
 }
 
 /// The gRPC code for an API error's HTTP code (the table in `api.proto`).
@@ -79,6 +87,8 @@ pub struct ApiService {
     registry: Arc<Registry>,
     /// Dials kubelets for `Logs` and `Exec`.
     kubelets: crate::kubelet::KubeletClient,
+    /// Signs the tokens `Create` with subresource `token` asks for.
+    service_accounts: Arc<crate::serviceaccount::ServiceAccountTokens>,
 }
 
 type ApiResult<T> = Result<T, ApiError>;
@@ -282,10 +292,37 @@ impl ApiService {
 
     async fn create(&self, req: Request<pb::CreateRequest>) -> ApiResult<pb::Object> {
         let r = required(&req.get_ref().resource)?;
-        let user = caller(&req, resource_attributes("create", r, ""))?;
+        let subresource = req.get_ref().subresource.as_str();
+        let user = caller(&req, resource_attributes("create", r, subresource))?;
         let res = find_resource(r)?;
         let ctx = context(&user, req.get_ref().options.as_ref())?;
         let obj = parse_object(&req.get_ref().object)?;
+        match (res.plural, subresource) {
+            (_, "") => {}
+            ("serviceaccounts", "token") => {
+                let issued = crate::rest::token_request::create(
+                    &self.service_accounts,
+                    &self.registry,
+                    &r.namespace,
+                    &r.name,
+                    obj,
+                    chrono::Utc::now(),
+                )
+                .await?;
+                return Ok(pb::Object {
+                    api_version: "authentication.k8s.io/v1".to_string(),
+                    kind: "TokenRequest".to_string(),
+                    object: serde_json::to_vec(&issued).unwrap_or_default(),
+                    ..Default::default()
+                });
+            }
+            (_, sub) => {
+                return Err(ApiError::method_not_supported(
+                    res,
+                    &format!("create on subresource {sub}"),
+                ))
+            }
+        }
         let (ns, _) = target(res, r, &obj);
         let ns = ns.map(str::to_string);
         let written = self.registry.create(res, ns.as_deref(), obj, &ctx).await?;

@@ -128,7 +128,7 @@ pub async fn run(
     let state = Arc::new(rest::AppState {
         registry,
         authenticator,
-        service_accounts,
+        service_accounts: Arc::new(service_accounts),
         openapi: openapi::OpenApi::build(),
         max_request_bytes: flags.max_request_bytes,
         server_address: format!("{advertise}:{port}"),

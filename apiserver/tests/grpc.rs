@@ -143,6 +143,7 @@ async fn errors_map_to_grpc_codes_with_the_status_in_the_details() {
             object: br#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"Bad_Name"}}"#
                 .to_vec(),
             options: None,
+            subresource: String::new(),
         })
         .await
         .unwrap_err();

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
-use support::TestCluster;
+use support::{jwt_payload, TestCluster};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 
@@ -1698,16 +1698,6 @@ async fn kubectl_create_sends_protobuf_and_the_objects_are_stored_as_upstream_js
     assert_eq!(port["targetPort"], 8080, "{svc:#}");
     let node_port = port["nodePort"].as_i64().unwrap_or(0);
     assert!((30000..=32767).contains(&node_port), "{svc:#}");
-}
-
-/// The payload of a JWT, base64url-decoded.
-fn jwt_payload(token: &str) -> serde_json::Value {
-    use base64::Engine as _;
-    let payload = token.split('.').nth(1).expect("a JWT has three parts");
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
-        .unwrap();
-    serde_json::from_slice(&bytes).unwrap()
 }
 
 /// A kubeconfig that presents only `token` (no client certificate).

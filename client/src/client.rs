@@ -9,6 +9,8 @@ use ferrokube_proto::api as pb;
 use ferrokube_proto::api::api_client::ApiClient;
 use futures::stream::BoxStream;
 use futures::StreamExt;
+use k8s_openapi::api::authentication::v1::TokenRequest;
+use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::Resource;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -290,6 +292,26 @@ impl Client {
             resource: Some(resource_ref::<K>(namespace, "")),
             object: encode(obj)?,
             options: None,
+            subresource: String::new(),
+        };
+        let obj = self.api.clone().create(req).await?.into_inner();
+        decode(&obj)
+    }
+
+    /// TokenRequest: a token for the ServiceAccount `namespace/name`
+    /// (`POST .../serviceaccounts/<name>/token`); the answer carries it in
+    /// `status.token`.
+    pub async fn create_token(
+        &self,
+        namespace: &str,
+        name: &str,
+        request: &TokenRequest,
+    ) -> Result<TokenRequest, Error> {
+        let req = pb::CreateRequest {
+            resource: Some(resource_ref::<ServiceAccount>(namespace, name)),
+            object: encode(request)?,
+            options: None,
+            subresource: "token".to_string(),
         };
         let obj = self.api.clone().create(req).await?.into_inner();
         decode(&obj)

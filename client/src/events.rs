@@ -66,6 +66,7 @@ impl EventSink for Client {
             resource: Some(events_ref(namespace, "")),
             object: serde_json::to_vec(&event).expect("JSON serializes"),
             options: None,
+            subresource: String::new(),
         };
         parse(self.raw().create(req).await?.into_inner())
     }

@@ -192,6 +192,7 @@ impl LeaderElector {
                         resource: Some(lease_ref(&c, "")),
                         object: serde_json::to_vec(&lease).expect("JSON serializes"),
                         options: None,
+                        subresource: String::new(),
                     })
                     .await
                 {

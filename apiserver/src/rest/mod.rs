@@ -6,7 +6,7 @@ pub(crate) mod portforward;
 pub mod request;
 pub(crate) mod streaming;
 pub(crate) mod subresource;
-pub(crate) mod token_request;
+pub mod token_request;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -39,7 +39,7 @@ pub struct AppState {
     pub registry: Arc<Registry>,
     pub authenticator: Authenticator,
     /// TokenRequest's signer and the verifier of service-account JWTs.
-    pub service_accounts: crate::serviceaccount::ServiceAccountTokens,
+    pub service_accounts: Arc<crate::serviceaccount::ServiceAccountTokens>,
     pub openapi: OpenApi,
     pub max_request_bytes: usize,
     /// `host:port` clients reach us at, for `/api`'s server addresses.
@@ -89,7 +89,11 @@ fn json_with_type(code: StatusCode, v: &Value, content_type: &'static str) -> Re
 /// same authentication.
 pub fn router(state: Arc<AppState>) -> Router {
     let rest = rest_router(state.clone());
-    let grpc = crate::grpc::router(state.registry.clone(), state.kubelets.clone());
+    let grpc = crate::grpc::router(
+        state.registry.clone(),
+        state.kubelets.clone(),
+        state.service_accounts.clone(),
+    );
     let by_content_type = tower::service_fn(move |req: Request| {
         let target = if crate::grpc::is_grpc(req.headers()) {
             grpc.clone()
