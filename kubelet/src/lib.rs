@@ -26,6 +26,7 @@ pub mod security_context;
 pub mod server;
 pub mod static_pods;
 pub mod status;
+pub mod token_manager;
 pub mod volumes;
 
 use std::collections::{HashMap, HashSet};

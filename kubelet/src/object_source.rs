@@ -10,7 +10,10 @@ use std::sync::{Arc, Mutex};
 use ferrokube_client::ListParams;
 
 use crate::api_handle::ApiHandle;
-use k8s_openapi::api::core::v1::{ConfigMap, Node, Secret, Service};
+use crate::token_manager::TokenManager;
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestStatus};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Secret, Service, ServiceAccount};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::Metadata;
 
 /// A failed read. `NotFound` prints as upstream's kubelet managers do
@@ -26,6 +29,14 @@ pub enum ObjectError {
         name: String,
         message: String,
     },
+    /// A TokenRequest the apiserver refused or could not be asked; the
+    /// message is the apiserver's (`serviceaccounts "x" not found`).
+    #[error("{message}")]
+    CreateToken {
+        namespace: String,
+        name: String,
+        message: String,
+    },
     #[error("listing {kind} in namespace {namespace:?}: {message}")]
     List {
         kind: &'static str,
@@ -35,6 +46,14 @@ pub enum ObjectError {
 }
 
 impl ObjectError {
+    fn create_token(namespace: &str, name: &str, message: String) -> Self {
+        ObjectError::CreateToken {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            message,
+        }
+    }
+
     pub fn is_not_found(&self) -> bool {
         matches!(self, ObjectError::NotFound { .. })
     }
@@ -48,6 +67,15 @@ pub trait ObjectSource: Send + Sync + 'static {
     /// Every service of `namespace`.
     async fn services(&self, namespace: &str) -> Result<Vec<Service>, ObjectError>;
     async fn node(&self, name: &str) -> Result<Node, ObjectError>;
+    /// A token for the ServiceAccount `namespace/name` as `request` (a
+    /// TokenRequest) asks, reused until it needs a refresh (see
+    /// [`crate::token_manager`]).
+    async fn service_account_token(
+        &self,
+        namespace: &str,
+        name: &str,
+        request: &TokenRequest,
+    ) -> Result<TokenRequest, ObjectError>;
 }
 
 /// The apiserver, through the kubelet's client: a GET per read, so what a
@@ -55,11 +83,15 @@ pub trait ObjectSource: Send + Sync + 'static {
 #[derive(Clone)]
 pub struct ApiObjectSource {
     api: ApiHandle,
+    tokens: Arc<TokenManager>,
 }
 
 impl ApiObjectSource {
     pub fn new(api: ApiHandle) -> Self {
-        ApiObjectSource { api }
+        ApiObjectSource {
+            api,
+            tokens: Arc::default(),
+        }
     }
 
     async fn get<K>(
@@ -123,6 +155,29 @@ impl ObjectSource for ApiObjectSource {
     async fn node(&self, name: &str) -> Result<Node, ObjectError> {
         self.get("node", "", name).await
     }
+
+    async fn service_account_token(
+        &self,
+        namespace: &str,
+        name: &str,
+        request: &TokenRequest,
+    ) -> Result<TokenRequest, ObjectError> {
+        let token_error = |message: String| ObjectError::create_token(namespace, name, message);
+        let fetch = || async {
+            let client = self.api.client().map_err(|e| token_error(e.to_string()))?;
+            client
+                .create_token(namespace, name, request)
+                .await
+                .map_err(|e| match e {
+                    // Upstream's message is the Status message alone.
+                    ferrokube_client::Error::Api(api) => token_error(api.message),
+                    other => token_error(other.to_string()),
+                })
+        };
+        self.tokens
+            .get_service_account_token(namespace, name, request, chrono::Utc::now(), fetch)
+            .await
+    }
 }
 
 type Key = (&'static str, String, String);
@@ -179,6 +234,10 @@ impl FakeObjectSource {
         self.put("service", s);
     }
 
+    pub fn insert_service_account(&self, sa: &ServiceAccount) {
+        self.put("serviceaccount", sa);
+    }
+
     pub fn insert_node(&self, n: &Node) {
         self.put("node", n);
     }
@@ -210,5 +269,36 @@ impl ObjectSource for FakeObjectSource {
 
     async fn node(&self, name: &str) -> Result<Node, ObjectError> {
         self.take("node", "", name)
+    }
+
+    /// `fake-token:<namespace>:<name>:<bound pod>` with the requested
+    /// audiences and lifetime, when the ServiceAccount was inserted.
+    async fn service_account_token(
+        &self,
+        namespace: &str,
+        name: &str,
+        request: &TokenRequest,
+    ) -> Result<TokenRequest, ObjectError> {
+        let _: ServiceAccount = self.take("serviceaccount", namespace, name).map_err(|_| {
+            ObjectError::create_token(
+                namespace,
+                name,
+                format!("serviceaccounts {name:?} not found"),
+            )
+        })?;
+        let bound = request
+            .spec
+            .bound_object_ref
+            .as_ref()
+            .and_then(|r| r.name.clone())
+            .unwrap_or_default();
+        let seconds = request.spec.expiration_seconds.unwrap_or(3600);
+        let mut answer = request.clone();
+        answer.spec.expiration_seconds = Some(seconds);
+        answer.status = Some(TokenRequestStatus {
+            token: format!("fake-token:{namespace}:{name}:{bound}"),
+            expiration_timestamp: Time(chrono::Utc::now() + chrono::Duration::seconds(seconds)),
+        });
+        Ok(answer)
     }
 }

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use ferrokube_client::{Client, DeleteParams};
 use k8s_openapi::api::core::v1::{ConfigMap, ContainerStateWaiting, Pod, Secret, Service};
+use support::cluster::jwt_payload;
 use support::{wait_for, Rig, TestNode};
 
 const NS: &str = "default";
@@ -380,4 +381,128 @@ async fn volumes_and_env_reach_containers_and_follow_updates() {
         pod_dir.exists(),
         node.kubelet_log()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn projected_service_account_token_is_a_pod_bound_jwt_that_authenticates() {
+    let options = support::RigOptions {
+        // A shared test machine's disk may be fuller than the default
+        // thresholds; this test is not about eviction.
+        kubelet_config: "evictionHard:\n  nodefs.available: 1%\n  imagefs.available: 1%\n".into(),
+        ..Default::default()
+    };
+    let Some(rig) = Rig::start_with("satok", 1, options).await else {
+        return;
+    };
+    let client = rig.client().await;
+    let node = &rig.nodes[0];
+    let _unmount = UnmountPodVolumes(node.dir().join("root/pods"));
+
+    // The pod's ServiceAccount does not exist yet: the volume cannot be set up.
+    let pod: Pod = client
+        .create(NS, &obj::<Pod>(serde_json::json!({
+            "metadata": {"name": "token-reader", "namespace": NS},
+            "spec": {"nodeName": node.name, "terminationGracePeriodSeconds": 1,
+                "serviceAccountName": "builder",
+                "volumes": [{"name": "token", "projected": {"sources": [
+                    {"serviceAccountToken": {"path": "token", "expirationSeconds": 3600}}
+                ]}}],
+                "containers": [{"name": "main", "image": "busybox:1.36",
+                    "command": ["sh", "-c", "echo \"token: `cat /var/run/secrets/tokens/token`\"; sleep 3600"],
+                    "volumeMounts": [{"name": "token", "mountPath": "/var/run/secrets/tokens"}]}]}
+        })))
+        .await
+        .unwrap();
+    let expected = "MountVolume.SetUp failed for volume \"token\" : failed to fetch token: serviceaccounts \"builder\" not found";
+    let failing = wait_for(Duration::from_secs(30), || async {
+        get_pod(&client, "token-reader")
+            .await
+            .and_then(|p| waiting(&p))
+            .is_some_and(|w| w.message.as_deref() == Some(expected))
+    })
+    .await;
+    let p = get_pod(&client, "token-reader").await.unwrap();
+    assert!(
+        failing,
+        "{:?}\nkubelet log:\n{}",
+        p.status,
+        node.kubelet_log()
+    );
+
+    // Once it exists, the retried setup writes the token.
+    let sa: k8s_openapi::api::core::v1::ServiceAccount = client
+        .create(
+            NS,
+            &obj(serde_json::json!({"metadata": {"name": "builder", "namespace": NS}})),
+        )
+        .await
+        .unwrap();
+    let printed = wait_for(Duration::from_secs(90), || async {
+        container_log(node, &pod, "main").contains("token: ey")
+    })
+    .await;
+    let log = container_log(node, &pod, "main");
+    assert!(
+        printed,
+        "token not printed:\n{log}\nkubelet log:\n{}",
+        node.kubelet_log()
+    );
+    let uid = pod.metadata.uid.clone().unwrap();
+    let file = node
+        .dir()
+        .join("root/pods")
+        .join(&uid)
+        .join("volumes/kubernetes.io~projected/token/token");
+    let token = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        log.lines().any(|l| l == format!("token: {token}")),
+        "the container sees the file the kubelet wrote:\n{log}"
+    );
+    let claims = jwt_payload(&token);
+    assert_eq!(claims["sub"], "system:serviceaccount:default:builder");
+    assert_eq!(claims["kubernetes.io"]["pod"]["name"], "token-reader");
+    assert_eq!(claims["kubernetes.io"]["pod"]["uid"], uid.as_str());
+    assert_eq!(
+        claims["kubernetes.io"]["serviceaccount"]["uid"],
+        sa.metadata.uid.unwrap().as_str()
+    );
+    assert_eq!(
+        claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
+        3600
+    );
+
+    // The token authenticates: kubectl with only the token lists pods
+    // (anonymous requests may not, a bad token is 401).
+    let ca = rig.dir().join("ca.crt");
+    std::fs::write(&ca, rig.cluster.ca_pem()).unwrap();
+    let empty_kubeconfig = rig.dir().join("empty.conf");
+    std::fs::write(&empty_kubeconfig, "").unwrap();
+    let as_pod = |token: &str| {
+        std::process::Command::new("kubectl")
+            .arg(format!("--kubeconfig={}", empty_kubeconfig.display()))
+            .arg(format!("--server=https://{}", rig.cluster.addr()))
+            .arg(format!("--certificate-authority={}", ca.display()))
+            .arg(format!("--token={token}"))
+            .args(["get", "pods", "-o", "name"])
+            .output()
+            .expect("kubectl")
+    };
+    let out = as_pod(&token);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("pod/token-reader"));
+    // Deleting the pod it is bound to revokes it.
+    client
+        .delete::<Pod>(NS, "token-reader", &DeleteParams::default())
+        .await
+        .unwrap();
+    let revoked = wait_for(Duration::from_secs(60), || async {
+        let out = as_pod(&token);
+        String::from_utf8_lossy(&out.stderr).contains("Unauthorized")
+    })
+    .await;
+    assert!(revoked, "the token still works after its pod is gone");
 }

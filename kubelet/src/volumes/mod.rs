@@ -41,6 +41,9 @@ pub const DEFAULT_MODE: i32 = 0o644;
 pub enum PluginError {
     #[error(transparent)]
     Object(#[from] ObjectError),
+    /// Upstream's wording for a projected serviceAccountToken source.
+    #[error("failed to fetch token: {0}")]
+    Token(ObjectError),
     #[error("configmap references non-existent config key: {0}")]
     ConfigMapKey(String),
     #[error("secret references non-existent secret key: {0}")]

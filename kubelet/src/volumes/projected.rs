@@ -1,11 +1,12 @@
-//! projected: configMap, secret and downwardAPI sources merged into one
-//! directory under one `defaultMode`. Service account tokens need the
-//! TokenRequest API, which this cluster does not serve: such a source
-//! projects nothing (logged once per setup).
+//! projected: configMap, secret, downwardAPI and serviceAccountToken
+//! sources merged into one directory under one `defaultMode`. A token is
+//! requested for the pod's service account, bound to the pod, and reused
+//! until the token manager refreshes it.
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Pod, ProjectedVolumeSource};
+use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::{Pod, ProjectedVolumeSource, ServiceAccountTokenProjection};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use super::atomic_writer::Payload;
@@ -66,10 +67,51 @@ pub async fn payload(
             )?);
         }
         if let Some(t) = &s.service_account_token {
-            tracing::debug!(path = %t.path, "projected serviceAccountToken sources are not served; skipping");
+            let token = objects
+                .service_account_token(
+                    &namespace,
+                    service_account_name(pod),
+                    &token_request(pod, t),
+                )
+                .await
+                .map_err(PluginError::Token)?;
+            let token = token.status.map(|s| s.token).unwrap_or_default();
+            payload.insert(t.path.clone(), config_map::file(token.into_bytes(), mode));
         }
     }
     Ok(payload)
+}
+
+/// The pod's `serviceAccountName`, `default` when unset.
+fn service_account_name(pod: &Pod) -> &str {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.service_account_name.as_deref())
+        .filter(|n| !n.is_empty())
+        .unwrap_or("default")
+}
+
+/// The TokenRequest upstream's kubelet sends for a source: its audience
+/// (none means the API's), its lifetime (default 1 h), bound to the pod.
+fn token_request(pod: &Pod, source: &ServiceAccountTokenProjection) -> TokenRequest {
+    TokenRequest {
+        spec: TokenRequestSpec {
+            audiences: source
+                .audience
+                .iter()
+                .filter(|a| !a.is_empty())
+                .cloned()
+                .collect(),
+            expiration_seconds: Some(source.expiration_seconds.unwrap_or(3600)),
+            bound_object_ref: Some(BoundObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Pod".into()),
+                name: pod.metadata.name.clone(),
+                uid: pod.metadata.uid.clone(),
+            }),
+        },
+        ..Default::default()
+    }
 }
 
 #[cfg(test)]
@@ -108,8 +150,26 @@ mod tests {
         }))
         .unwrap();
         assert!(!needs_allocatable(&src));
+        // The pod runs as `default`, which does not exist yet.
+        assert_eq!(
+            payload(&o, &pod, &src, &BTreeMap::new())
+                .await
+                .unwrap_err()
+                .to_string(),
+            "failed to fetch token: serviceaccounts \"default\" not found"
+        );
+        o.insert_service_account(
+            &serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "default", "namespace": "ns"}
+            }))
+            .unwrap(),
+        );
         let p = payload(&o, &pod, &src, &BTreeMap::new()).await.unwrap();
-        assert_eq!(p.keys().collect::<Vec<_>>(), ["a", "auth/token", "ns"]);
+        assert_eq!(
+            p.keys().collect::<Vec<_>>(),
+            ["a", "auth/token", "ns", "sa-token"]
+        );
+        assert_eq!(p["sa-token"].data, b"fake-token:ns:default:web");
         assert!(p.values().all(|f| f.mode == 0o440));
         assert_eq!(p["auth/token"].data, b"t");
         assert_eq!(p["ns"].data, b"ns");

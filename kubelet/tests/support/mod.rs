@@ -14,7 +14,7 @@
 #![allow(dead_code, reason = "each test binary uses a different part")]
 
 #[path = "../../../apiserver/tests/support/mod.rs"]
-mod cluster;
+pub mod cluster;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
