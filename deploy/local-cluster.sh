@@ -143,6 +143,9 @@ start() {
       "--client-ca-file=$dir/kubernetes/pki/ca.crt" \
       "--kubelet-client-certificate=$dir/kubernetes/pki/apiserver-kubelet-client.crt" \
       "--kubelet-client-key=$dir/kubernetes/pki/apiserver-kubelet-client.key" \
+      "--service-account-issuer=https://kubernetes.default.svc.cluster.local" \
+      "--service-account-signing-key-file=$dir/kubernetes/pki/sa.key" \
+      "--service-account-key-file=$dir/kubernetes/pki/sa.pub" \
       </dev/null >>"$dir/kube-apiserver.log" 2>&1 &
     echo $! >"$dir/kube-apiserver.pid"
   fi
