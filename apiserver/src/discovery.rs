@@ -552,6 +552,10 @@ mod tests {
         let eviction = find("pods/eviction");
         assert_eq!(eviction["group"], "policy");
         assert_eq!(eviction["kind"], "Eviction");
+        let token = find("serviceaccounts/token");
+        assert_eq!(token["group"], "authentication.k8s.io");
+        assert_eq!(token["kind"], "TokenRequest");
+        assert_eq!(token["verbs"], json!(["create"]));
         assert_eq!(
             find("pods/status")["verbs"],
             json!(["get", "patch", "update"])

@@ -76,6 +76,10 @@ pub trait ObjectSource: Send + Sync + 'static {
         name: &str,
         request: &TokenRequest,
     ) -> Result<TokenRequest, ObjectError>;
+    /// Drops the cached tokens bound to the pod `pod_uid`, which is gone.
+    fn forget_service_account_tokens(&self, pod_uid: &str) {
+        let _ = pod_uid;
+    }
 }
 
 /// The apiserver, through the kubelet's client: a GET per read, so what a
@@ -177,6 +181,10 @@ impl ObjectSource for ApiObjectSource {
         self.tokens
             .get_service_account_token(namespace, name, request, chrono::Utc::now(), fetch)
             .await
+    }
+
+    fn forget_service_account_tokens(&self, pod_uid: &str) {
+        self.tokens.delete_service_account_tokens(pod_uid);
     }
 }
 

@@ -185,6 +185,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn tokens_of_a_gone_pod_are_forgotten() {
+        let m = TokenManager::default();
+        let mut request = token(0, 3600, "");
+        request.spec.bound_object_ref =
+            Some(k8s_openapi::api::authentication::v1::BoundObjectReference {
+                uid: Some("pod-uid".into()),
+                ..Default::default()
+            });
+        let fetch =
+            |value: &'static str| move || async move { Ok::<_, String>(token(0, 3600, value)) };
+        let first = m
+            .get_service_account_token("ns", "sa", &request, at(1), fetch("first"))
+            .await
+            .unwrap();
+        assert_eq!(first.status.unwrap().token, "first");
+        m.delete_service_account_tokens("pod-uid");
+        let again = m
+            .get_service_account_token("ns", "sa", &request, at(2), fetch("second"))
+            .await
+            .unwrap();
+        assert_eq!(again.status.unwrap().token, "second");
+    }
+
+    #[tokio::test]
     async fn failed_refresh_serves_the_cached_token_until_it_expires() {
         let m = TokenManager::default();
         let request = token(0, 3600, "");

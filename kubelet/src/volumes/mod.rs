@@ -423,6 +423,7 @@ impl VolumeManager {
             match tear_down_pod_dir(&dir) {
                 Ok(()) => {
                     self.refreshed.lock().unwrap().remove(&uid);
+                    self.objects.forget_service_account_tokens(&uid);
                     tracing::info!(pod_uid = %uid, "removed the volumes of a pod that is gone");
                 }
                 Err(err) => {
