@@ -156,6 +156,8 @@ pub fn new_claims(
 pub struct TokenIssuer {
     pub issuer: String,
     key: EncodingKey,
+    /// The `kid` header: which key signed, for verifiers holding several.
+    key_id: String,
 }
 
 impl std::fmt::Debug for TokenIssuer {
@@ -167,9 +169,15 @@ impl std::fmt::Debug for TokenIssuer {
 }
 
 impl TokenIssuer {
-    /// The compact RS256 JWT of `claims`.
+    /// The compact RS256 JWT of `claims`, with upstream's header
+    /// (`alg` and `kid`, no `typ`).
     pub fn issue(&self, claims: &Claims) -> Result<String, TokenError> {
-        jsonwebtoken::encode(&Header::new(Algorithm::RS256), claims, &self.key)
+        let header = Header {
+            typ: None,
+            kid: Some(self.key_id.clone()),
+            ..Header::new(Algorithm::RS256)
+        };
+        jsonwebtoken::encode(&header, claims, &self.key)
             .map_err(|e| TokenError::Sign(e.to_string()))
     }
 }
@@ -261,13 +269,14 @@ impl ServiceAccountTokens {
             None => None,
             Some(path) => {
                 let first = issuers.first().ok_or(KeyFileError::MissingIssuer)?;
-                let (key, public) = read_signing_key(path)?;
+                let (key, public, key_id) = read_signing_key(path)?;
                 if key_files.is_empty() {
                     keys.push(public);
                 }
                 Some(TokenIssuer {
                     issuer: first.clone(),
                     key,
+                    key_id,
                 })
             }
         };
@@ -308,12 +317,13 @@ fn parse_error(flag: &'static str, path: &Path, problem: impl Into<String>) -> K
     }
 }
 
-/// The public half of the RSA private key in `pem` (PKCS#1 or PKCS#8).
+/// The public half of the RSA private key in `pem` (PKCS#1 or PKCS#8),
+/// and its key id as upstream's: base64url(sha256(its PKIX DER)).
 fn rsa_public_half(
     flag: &'static str,
     path: &Path,
     pem: &[u8],
-) -> Result<DecodingKey, KeyFileError> {
+) -> Result<(DecodingKey, String), KeyFileError> {
     use aws_lc_rs::signature::KeyPair as _;
     let der = rustls_pemfile::private_key(&mut &pem[..])
         .map_err(|e| parse_error(flag, path, e.to_string()))?
@@ -328,16 +338,25 @@ fn rsa_public_half(
         _ => return Err(parse_error(flag, path, "only RSA keys are supported")),
     }
     .map_err(|e| parse_error(flag, path, format!("not an RSA private key: {e}")))?;
-    Ok(DecodingKey::from_rsa_der(pair.public_key().as_ref()))
+    let public = pair.public_key();
+    let pkix = aws_lc_rs::encoding::AsDer::<aws_lc_rs::encoding::PublicKeyX509Der>::as_der(public)
+        .map_err(|e| parse_error(flag, path, format!("encoding the public key: {e}")))?;
+    let key_id = {
+        use base64::Engine as _;
+        use sha2::Digest as _;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(pkix.as_ref()))
+    };
+    Ok((DecodingKey::from_rsa_der(public.as_ref()), key_id))
 }
 
-/// The RSA private key of `path` (PKCS#1 or PKCS#8 PEM) and its public half.
-fn read_signing_key(path: &Path) -> Result<(EncodingKey, DecodingKey), KeyFileError> {
+/// The RSA private key of `path` (PKCS#1 or PKCS#8 PEM), its public half
+/// and key id.
+fn read_signing_key(path: &Path) -> Result<(EncodingKey, DecodingKey, String), KeyFileError> {
     let pem = read_pem(SIGNING_FLAG, path)?;
-    let public = rsa_public_half(SIGNING_FLAG, path, &pem)?;
+    let (public, key_id) = rsa_public_half(SIGNING_FLAG, path, &pem)?;
     let encoding = EncodingKey::from_rsa_pem(&pem)
         .map_err(|e| parse_error(SIGNING_FLAG, path, e.to_string()))?;
-    Ok((encoding, public))
+    Ok((encoding, public, key_id))
 }
 
 /// Every RSA public key in `path`: `PUBLIC KEY`, `RSA PUBLIC KEY`, or a
@@ -348,7 +367,7 @@ fn read_public_keys(path: &Path) -> Result<Vec<DecodingKey>, KeyFileError> {
     let mut keys = Vec::new();
     for block in pem_blocks(&text) {
         if block.contains("PRIVATE KEY-----") {
-            keys.push(rsa_public_half(KEY_FLAG, path, block.as_bytes())?);
+            keys.push(rsa_public_half(KEY_FLAG, path, block.as_bytes())?.0);
         } else {
             keys.push(
                 DecodingKey::from_rsa_pem(block.as_bytes())
@@ -518,6 +537,18 @@ mod tests {
         assert!(looks_like_jwt(&token));
         let header = jsonwebtoken::decode_header(&token).unwrap();
         assert_eq!(header.alg, Algorithm::RS256);
+        assert_eq!(header.typ, None);
+        // Upstream's key id: base64url(sha256(PKIX DER of the public key)).
+        let private = std::fs::read_to_string(dir.path().join("sa.key")).unwrap();
+        let spki = testing::rsa_public_key_pem(&private);
+        let der = rustls_pemfile::public_keys(&mut spki.as_bytes())
+            .next()
+            .unwrap()
+            .unwrap();
+        use sha2::Digest as _;
+        let expected = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(sha2::Sha256::digest(der.as_ref()));
+        assert_eq!(header.kid.as_deref(), Some(expected.as_str()));
         let got = t.verifier.as_ref().unwrap().verify(&token, 1001).unwrap();
         assert_eq!(got.sub, "system:serviceaccount:default:builder");
         assert_eq!(got.exp, 4600);
