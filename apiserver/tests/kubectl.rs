@@ -1823,3 +1823,19 @@ async fn create_token_checks_duration_service_account_and_bound_pod() {
         .await
         .ok();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_token_without_a_signing_key_is_not_found_as_upstream() {
+    let cluster =
+        TestCluster::start_with(&["--service-account-issuer=https://kubernetes.default.svc"]).await;
+    kubectl(&cluster, &["create", "serviceaccount", "builder"])
+        .await
+        .ok();
+    let err = kubectl(&cluster, &["create", "token", "builder"])
+        .await
+        .err();
+    assert!(
+        err.contains("the server could not find the requested resource"),
+        "{err}"
+    );
+}

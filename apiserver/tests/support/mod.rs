@@ -111,8 +111,6 @@ impl TestCluster {
 
         let mut args = vec![
             "kube-apiserver".to_string(),
-            format!("--service-account-issuer={SERVICE_ACCOUNT_ISSUER}"),
-            format!("--service-account-signing-key-file={}", sa_key.display()),
             format!("--etcd-servers={etcd_url}"),
             format!("--bind-address={ip}"),
             format!("--advertise-address={ip}"),
@@ -121,6 +119,17 @@ impl TestCluster {
             format!("--client-ca-file={}", ca_file.display()),
             format!("--cert-dir={}", dir.path().join("cert-dir").display()),
         ];
+        // Extra --service-account-* flags replace the default ones.
+        if !extra_flags
+            .iter()
+            .any(|f| f.starts_with("--service-account-"))
+        {
+            args.push(format!("--service-account-issuer={SERVICE_ACCOUNT_ISSUER}"));
+            args.push(format!(
+                "--service-account-signing-key-file={}",
+                sa_key.display()
+            ));
+        }
         args.extend(extra_flags.iter().map(|s| s.to_string()));
         let (stop_apiserver, apiserver) = spawn_apiserver(&args, listener);
         let cluster = TestCluster {
