@@ -385,13 +385,7 @@ async fn volumes_and_env_reach_containers_and_follow_updates() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn projected_service_account_token_is_a_pod_bound_jwt_that_authenticates() {
-    let options = support::RigOptions {
-        // A shared test machine's disk may be fuller than the default
-        // thresholds; this test is not about eviction.
-        kubelet_config: "evictionHard:\n  nodefs.available: 1%\n  imagefs.available: 1%\n".into(),
-        ..Default::default()
-    };
-    let Some(rig) = Rig::start_with("satok", 1, options).await else {
+    let Some(rig) = Rig::start("satok", 1).await else {
         return;
     };
     let client = rig.client().await;
