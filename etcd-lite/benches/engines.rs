@@ -78,7 +78,7 @@ fn percentile_us(sorted: &[Duration], p: f64) -> f64 {
 }
 
 fn run(kind: EngineKind, dir: &std::path::Path) -> Figures {
-    let engine = open(kind, dir).expect("opening the engine");
+    let engine = open(kind, dir, None).expect("opening the engine");
     let engine = &*engine;
     let value = vec![0x5a; VALUE_BYTES];
     let mut next_key = 0u64;

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
-use crate::storage::EngineKind;
+use crate::storage::{Batching, EngineKind};
 
 /// etcd-lite: a Raft-replicated key-value store that speaks the etcd v3 API.
 #[derive(Debug, Clone, Parser)]
@@ -70,6 +70,12 @@ pub struct Config {
     /// Storage engine for the data directory.
     #[arg(long, value_enum, default_value_t = EngineKind::Redb)]
     pub storage_engine: EngineKind,
+    /// BackendBatchInterval is the maximum time before commit the backend transaction (a duration like 100ms; empty or 0 means 100ms).
+    #[arg(long, default_value = "")]
+    pub backend_batch_interval: String,
+    /// BackendBatchLimit is the maximum operations before commit the backend transaction (0 means 10000).
+    #[arg(long, default_value_t = 0)]
+    pub backend_batch_limit: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -133,6 +139,8 @@ pub struct MemberConfig {
     pub heartbeat_interval: Duration,
     pub election_timeout: Duration,
     pub storage_engine: EngineKind,
+    /// When the disk engines commit the state machine's writes.
+    pub backend_batching: Batching,
 }
 
 /// Splits a comma-separated URL list, checking each is `http://host:port`.
@@ -200,34 +208,70 @@ fn listen_addrs(flag: &'static str, value: &str) -> Result<Vec<SocketAddr>, Conf
     Ok(addrs)
 }
 
-/// Parses `1h`, `30m`, `90s` or a bare number of hours (etcd's periodic retention).
+/// Parses a Go duration, as etcd's duration flags take them: a sequence of
+/// decimal numbers with units `ns`, `us` (or `µs`), `ms`, `s`, `m`, `h`, such
+/// as `100ms`, `1.5s` or `1h30m`; a bare `0` is zero. Negative durations are
+/// refused.
+fn go_duration(value: &str) -> Option<Duration> {
+    if value == "0" {
+        return Some(Duration::ZERO);
+    }
+    let mut rest = value;
+    let mut secs = 0.0;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let unit_at = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+        let number: f64 = rest[..unit_at].parse().ok()?;
+        rest = &rest[unit_at..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let scale = match &rest[..unit_len] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return None,
+        };
+        rest = &rest[unit_len..];
+        secs += number * scale;
+    }
+    Duration::try_from_secs_f64(secs).ok()
+}
+
+/// Parses a Go duration such as `1h` or `30m`, or a bare number of hours (etcd's periodic retention).
 fn retention_duration(value: &str) -> Result<Duration, ConfigError> {
-    let bad = || {
+    if let Ok(hours) = value.parse::<u64>() {
+        return Ok(Duration::from_secs(hours * 3600));
+    }
+    go_duration(value).ok_or_else(|| {
         invalid(
             "auto-compaction-retention",
             value,
             "expected hours (e.g. 1) or a duration like 30m, 1h",
         )
-    };
-    if let Ok(hours) = value.parse::<u64>() {
-        return Ok(Duration::from_secs(hours * 3600));
+    })
+}
+
+/// etcd's `--backend-batch-interval`: a Go duration; empty or zero means the default.
+fn backend_batch_interval(value: &str) -> Result<Duration, ConfigError> {
+    let value = value.trim();
+    if value.is_empty() {
+        return Ok(Batching::default().interval);
     }
-    let (num, unit) = value.split_at(
-        value
-            .find(|c: char| c.is_ascii_alphabetic())
-            .ok_or_else(bad)?,
-    );
-    let num: f64 = num.parse().map_err(|_| bad())?;
-    let secs = match unit {
-        "h" => num * 3600.0,
-        "m" => num * 60.0,
-        "s" => num,
-        _ => return Err(bad()),
-    };
-    if !secs.is_finite() || secs < 0.0 {
-        return Err(bad());
+    match go_duration(value) {
+        Some(d) if d.is_zero() => Ok(Batching::default().interval),
+        Some(d) => Ok(d),
+        None => Err(invalid(
+            "backend-batch-interval",
+            value,
+            "expected a duration like 100ms or 1s",
+        )),
     }
-    Ok(Duration::from_secs_f64(secs))
 }
 
 impl Config {
@@ -345,6 +389,13 @@ impl Config {
             heartbeat_interval: Duration::from_millis(self.heartbeat_interval),
             election_timeout: Duration::from_millis(self.election_timeout),
             storage_engine: self.storage_engine,
+            backend_batching: Batching {
+                interval: backend_batch_interval(&self.backend_batch_interval)?,
+                limit: match self.backend_batch_limit {
+                    0 => Batching::default().limit,
+                    limit => limit,
+                },
+            },
         })
     }
 }
@@ -463,6 +514,45 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(c.auto_compaction, AutoCompaction::Revision(1000));
+        let c = parse(&["--auto-compaction-retention", "1h30m"]).unwrap();
+        assert_eq!(
+            c.auto_compaction,
+            AutoCompaction::Periodic(Duration::from_secs(5400))
+        );
+    }
+
+    #[test]
+    fn backend_batching_takes_etcds_flags_and_defaults() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.backend_batching, Batching::default());
+        assert_eq!(c.backend_batching.interval, Duration::from_millis(100));
+        assert_eq!(c.backend_batching.limit, 10_000);
+        let c = parse(&[
+            "--backend-batch-interval",
+            "1.5s",
+            "--backend-batch-limit",
+            "500",
+        ])
+        .unwrap();
+        assert_eq!(c.backend_batching.interval, Duration::from_millis(1500));
+        assert_eq!(c.backend_batching.limit, 500);
+        let c = parse(&["--backend-batch-interval", "250us"]).unwrap();
+        assert_eq!(c.backend_batching.interval, Duration::from_micros(250));
+        let c = parse(&["--backend-batch-interval=0", "--backend-batch-limit=0"]).unwrap();
+        assert_eq!(
+            c.backend_batching,
+            Batching::default(),
+            "0 means the default"
+        );
+        for bad in ["100", "10 ms", "-1s", "1d", "ms", "1.2.3s"] {
+            let err = parse(&[&format!("--backend-batch-interval={bad}")]).unwrap_err();
+            assert!(
+                err.contains("--backend-batch-interval") && err.contains("100ms"),
+                "{bad}: {err}"
+            );
+        }
+        let err = parse(&["--backend-batch-limit=-5"]).unwrap_err();
+        assert!(err.contains("--backend-batch-limit"), "{err}");
     }
 
     #[test]

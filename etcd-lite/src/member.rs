@@ -113,7 +113,7 @@ impl Member {
                 _ => {}
             }
         }
-        let engine = storage::open(cfg.storage_engine, &dir)?;
+        let engine = storage::open(cfg.storage_engine, &dir, Some(cfg.backend_batching))?;
         let hub = Arc::new(WatchHub::new());
         let log_store = LogStore::open(&wal_dir)?;
         let sm = StateMachine::open(

@@ -171,6 +171,18 @@ impl WatchHub {
             .all(|(_, w)| w.synced)
     }
 
+    /// Whether a watcher that asked for `prev_kv` watches `key`: the state
+    /// machine reads a change's previous value only then. Called under the
+    /// store's write lock, like [`Self::publish`], so no watcher can register
+    /// in between.
+    pub fn wants_prev_kv(&self, key: &[u8]) -> bool {
+        self.watchers
+            .lock()
+            .expect("watch hub lock")
+            .values()
+            .any(|w| w.spec.prev_kv && w.spec.matches(key))
+    }
+
     /// Sends one command's events (all of one revision) to the synced watchers.
     /// Called by the state machine under the store's write lock.
     pub fn publish(&self, events: &[PbEvent]) {
@@ -299,7 +311,7 @@ impl WatchHub {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mvcc::testkit::Harness;
+    use crate::mvcc::testkit::{put_op, txn, Harness};
     use crate::mvcc::Command;
 
     fn spec(key: &str, range_end: &str, start_revision: i64) -> WatchSpec {
@@ -315,7 +327,8 @@ mod tests {
 
     /// Applies a put and publishes its events, as the state machine does.
     fn put(h: &mut Harness, hub: &WatchHub, key: &str, value: &str) {
-        let applied = h.put(key, value);
+        let cmd = Command::Txn(txn(vec![], vec![put_op(key, value)], vec![]));
+        let applied = h.apply_watched(cmd, &|key| hub.wants_prev_kv(key));
         hub.publish(&applied.events);
     }
 
@@ -338,6 +351,50 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn live_events_carry_prev_kv_for_the_watchers_that_asked() {
+        let mut h = Harness::new();
+        let hub = WatchHub::new();
+        put(&mut h, &hub, "a", "1");
+        put(&mut h, &hub, "b", "1");
+        let (tx, mut with_prev) = mpsc::channel(16);
+        hub.watch(
+            &h.store,
+            (0, 0),
+            WatchSpec {
+                prev_kv: true,
+                ..spec("a", "", 0)
+            },
+            tx,
+        );
+        let (tx, mut without) = mpsc::channel(16);
+        hub.watch(&h.store, (0, 1), spec("a", "c", 0), tx);
+        assert!(hub.wants_prev_kv(b"a"));
+        assert!(
+            !hub.wants_prev_kv(b"b"),
+            "b is watched, but not with prev_kv"
+        );
+        put(&mut h, &hub, "a", "2");
+        put(&mut h, &hub, "b", "2");
+        let prevs = |rx: &mut mpsc::Receiver<WatchMessage>| -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+            let mut out = Vec::new();
+            while let Ok(WatchMessage::Events { events, .. }) = rx.try_recv() {
+                for e in events {
+                    out.push((e.kv.unwrap().key, e.prev_kv.map(|p| p.value)));
+                }
+            }
+            out
+        };
+        assert_eq!(
+            prevs(&mut with_prev),
+            vec![(b"a".to_vec(), Some(b"1".to_vec()))]
+        );
+        assert_eq!(
+            prevs(&mut without),
+            vec![(b"a".to_vec(), None), (b"b".to_vec(), None)]
+        );
     }
 
     #[test]

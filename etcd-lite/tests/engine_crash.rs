@@ -10,7 +10,12 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use etcd_lite::storage::{open, Durability, Engine, EngineKind, ScanRange, Space, WriteBatch};
+use std::sync::Arc;
+use std::time::Duration;
+
+use etcd_lite::storage::{
+    open, Batching, Durability, Engine, EngineKind, ScanRange, Space, WriteBatch,
+};
 
 /// Set (to `<engine> <dir>`) only in the child: it makes [`crash_writer`] write.
 const WRITER_ENV: &str = "ETCD_LITE_CRASH_WRITER";
@@ -23,12 +28,23 @@ const COMPACT_EVERY: u64 = 100;
 /// Log entries kept behind a compaction point.
 const COMPACT_KEEP: u64 = 50;
 
-fn kind_named(name: &str) -> EngineKind {
-    match name {
-        "sled" => EngineKind::Sled,
-        "redb" => EngineKind::Redb,
+/// Opens the engine a test names: `sled`, `redb`, or `redb-batched` (redb
+/// with its deferred writes batched, committing every few batches or
+/// milliseconds, so kills land between, inside and after commits).
+fn open_named(name: &str, dir: &Path) -> Arc<dyn Engine> {
+    let (kind, batching) = match name {
+        "sled" => (EngineKind::Sled, None),
+        "redb" => (EngineKind::Redb, None),
+        "redb-batched" => (
+            EngineKind::Redb,
+            Some(Batching {
+                interval: Duration::from_millis(3),
+                limit: 40,
+            }),
+        ),
         other => panic!("no disk engine named {other:?}"),
-    }
+    };
+    open(kind, dir, batching).expect("opening the engine")
 }
 
 fn key(n: u64) -> [u8; 8] {
@@ -142,7 +158,7 @@ fn crash_writer() {
         return;
     };
     let (kind, dir) = spec.split_once(' ').expect("<engine> <dir>");
-    let engine = open(kind_named(kind), Path::new(dir)).expect("opening the engine");
+    let engine = open_named(kind, Path::new(dir));
     let next = recovered_prefix(&*engine).map_or(0, |last| last + 1);
     let mut out = std::io::stdout().lock();
     // libtest may have printed the test's name without a newline.
@@ -214,7 +230,7 @@ fn survives_kills(kind: &str) {
     let mut floor: Option<u64> = None;
     for kill_after in KILL_AFTER {
         let round = write_until_killed(kind, dir.path(), kill_after);
-        let engine = open(kind_named(kind), dir.path()).expect("reopening after the kill");
+        let engine = open_named(kind, dir.path());
         let last = recovered_prefix(&*engine);
         drop(engine);
         assert!(
@@ -234,4 +250,9 @@ fn sled_keeps_every_acknowledged_batch_across_kills() {
 #[test]
 fn redb_keeps_every_acknowledged_batch_across_kills() {
     survives_kills("redb");
+}
+
+#[test]
+fn batched_redb_keeps_every_acknowledged_batch_across_kills() {
+    survives_kills("redb-batched");
 }

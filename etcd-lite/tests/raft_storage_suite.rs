@@ -12,7 +12,8 @@ use etcd_lite::watch::WatchHub;
 use openraft::testing::{StoreBuilder, Suite};
 use openraft::StorageError;
 
-/// Builds a fresh log store (a WAL) and state machine (on a new engine) in a temp dir.
+/// Builds a fresh log store (a WAL) and state machine (on a new engine, batched
+/// as a member's is) in a temp dir.
 struct Builder(EngineKind);
 
 impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Builder {
@@ -20,7 +21,12 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Bui
         &self,
     ) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError<u64>> {
         let dir = tempfile::tempdir().expect("temp dir");
-        let engine = storage::open(self.0, &dir.path().join("engine")).expect("open engine");
+        let engine = storage::open(
+            self.0,
+            &dir.path().join("engine"),
+            Some(storage::Batching::default()),
+        )
+        .expect("open engine");
         let log = LogStore::open(&dir.path().join("wal"))?;
         let sm = StateMachine::open(engine, &dir.path().join("snap"), Arc::new(WatchHub::new()))?;
         Ok((dir, log, sm))

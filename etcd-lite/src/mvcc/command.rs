@@ -38,8 +38,9 @@ pub struct Applied {
     pub revision: i64,
     pub body: AppliedBody,
     /// The changes the command made, in revision order, with `prev_kv` filled in
-    /// whenever the key had a previous live value. Not replicated: the watch hub
-    /// reads them on the member that applied the command.
+    /// when the key had a previous live value and a watcher wants it (see
+    /// [`super::Store::apply`]). Not replicated: the watch hub reads them on
+    /// the member that applied the command.
     #[serde(skip)]
     pub events: Vec<PbEvent>,
 }

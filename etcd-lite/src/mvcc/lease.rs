@@ -155,12 +155,13 @@ impl Store {
         &mut self,
         id: i64,
         batch: &mut WriteBatch,
+        prev_kv_watched: &dyn Fn(&[u8]) -> bool,
     ) -> Result<Applied, MvccError> {
         let Some(lease) = self.lessor.leases.get(&id) else {
             return Ok(self.rejected(MvccError::LeaseNotFound));
         };
         let keys: Vec<Vec<u8>> = lease.keys.iter().cloned().collect();
-        let mut tw = TxnWrite::begin(self, batch);
+        let mut tw = TxnWrite::begin(self, batch, prev_kv_watched);
         for key in keys {
             let req = PbDeleteRequest {
                 key,
@@ -259,7 +260,7 @@ mod tests {
             vec![],
         )); // 2
         h.txn(txn(vec![], vec![put_lease_op("other", "3", 2)], vec![])); // 3
-        let applied = h.apply(Command::LeaseRevoke { id: 1 });
+        let applied = h.apply_watched(Command::LeaseRevoke { id: 1 }, &|_| true);
         assert_eq!(applied.body, AppliedBody::LeaseRevoked);
         assert_eq!(applied.revision, 4);
         assert_eq!(

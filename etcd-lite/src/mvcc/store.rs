@@ -206,9 +206,19 @@ impl Store {
     /// them at once, as long as it calls [`Store::mark_written`] after writing and
     /// does not read through [`Store::range`] or [`Store::history`] in between:
     /// values of earlier commands are then served from memory.
-    pub fn apply(&mut self, cmd: &Command, batch: &mut WriteBatch) -> Result<Applied, MvccError> {
+    ///
+    /// `prev_kv_watched(key)` says whether some watcher wants the previous
+    /// value of a change to `key`: only then (or when the request itself asks
+    /// for it) is that value read, as etcd reads it only for such watchers.
+    /// Other events carry no `prev_kv`.
+    pub fn apply(
+        &mut self,
+        cmd: &Command,
+        batch: &mut WriteBatch,
+        prev_kv_watched: &dyn Fn(&[u8]) -> bool,
+    ) -> Result<Applied, MvccError> {
         let first_op = batch.ops.len();
-        let applied = self.apply_command(cmd, batch)?;
+        let applied = self.apply_command(cmd, batch, prev_kv_watched)?;
         for op in &batch.ops[first_op..] {
             if let Op::Put {
                 space: Space::Kv,
@@ -233,12 +243,13 @@ impl Store {
         &mut self,
         cmd: &Command,
         batch: &mut WriteBatch,
+        prev_kv_watched: &dyn Fn(&[u8]) -> bool,
     ) -> Result<Applied, MvccError> {
         match cmd {
-            Command::Txn(req) => self.apply_txn(req, batch),
+            Command::Txn(req) => self.apply_txn(req, batch, prev_kv_watched),
             Command::Compact { revision } => Ok(self.apply_compact(*revision, batch)),
             Command::LeaseGrant { id, ttl } => Ok(self.apply_lease_grant(*id, *ttl, batch)),
-            Command::LeaseRevoke { id } => self.apply_lease_revoke(*id, batch),
+            Command::LeaseRevoke { id } => self.apply_lease_revoke(*id, batch, prev_kv_watched),
             Command::PublishMember(attrs) => Ok(self.apply_publish_member(attrs, batch)),
         }
     }
@@ -530,7 +541,7 @@ fn sort_kvs(kvs: &mut [PbKeyValue], order: i32, target: i32) {
 
 #[cfg(test)]
 mod tests {
-    use etcd_client::proto::PbRangeRequest;
+    use etcd_client::proto::{PbDeleteRequest, PbPutRequest, PbRangeRequest, PbTxnOpRequest};
 
     use super::super::testkit::*;
     use super::super::{AppliedBody, Command, MemberAttributes, MvccError};
@@ -588,16 +599,26 @@ mod tests {
     #[test]
     fn applied_events_carry_prev_kv_and_delete_revision() {
         let mut h = Harness::new();
-        let applied = h.put("a", "1");
+        let watched = |key: &[u8]| key == b"a";
+        let applied = h.apply_watched(
+            Command::Txn(txn(vec![], vec![put_op("a", "1")], vec![])),
+            &watched,
+        );
         assert_eq!(applied.events.len(), 1);
         assert_eq!(applied.events[0].r#type, event_type::PUT);
         assert!(
             applied.events[0].prev_kv.is_none(),
             "a create has no previous value"
         );
-        let applied = h.put("a", "2");
+        let applied = h.apply_watched(
+            Command::Txn(txn(vec![], vec![put_op("a", "2")], vec![])),
+            &watched,
+        );
         assert_eq!(value(applied.events[0].prev_kv.as_ref().unwrap()), "1");
-        let applied = h.delete("a", "");
+        let applied = h.apply_watched(
+            Command::Txn(txn(vec![], vec![delete_op("a", "")], vec![])),
+            &watched,
+        );
         let e = &applied.events[0];
         assert_eq!(e.r#type, event_type::DELETE);
         let kv = e.kv.as_ref().unwrap();
@@ -606,6 +627,47 @@ mod tests {
             (&b"a"[..], 4, 0)
         );
         assert_eq!(value(e.prev_kv.as_ref().unwrap()), "2");
+    }
+
+    #[test]
+    fn previous_values_are_read_only_for_watched_keys_or_requests_that_need_them() {
+        let mut h = Harness::new();
+        let watched = |key: &[u8]| key == b"w";
+        for key in ["w", "u"] {
+            h.put(key, "1");
+            let applied = h.apply_watched(
+                Command::Txn(txn(vec![], vec![put_op(key, "2")], vec![])),
+                &watched,
+            );
+            let prev = applied.events[0].prev_kv.as_ref().map(value);
+            let expected = (key == "w").then(|| "1".to_string());
+            assert_eq!(prev, expected, "event of a put to {key}");
+            let delete = PbDeleteRequest {
+                key: key.into(),
+                ..Default::default()
+            };
+            let applied = h.apply_watched(
+                Command::Txn(txn(
+                    vec![],
+                    vec![op(PbTxnOpRequest::RequestDeleteRange(delete))],
+                    vec![],
+                )),
+                &watched,
+            );
+            let prev = applied.events[0].prev_kv.as_ref().map(value);
+            let expected = (key == "w").then(|| "2".to_string());
+            assert_eq!(prev, expected, "event of a delete of {key}");
+        }
+        // Unwatched, but the request asks: its response and event both get it.
+        h.put("u", "3");
+        let applied = h.put_req(PbPutRequest {
+            key: b"u".to_vec(),
+            value: b"4".to_vec(),
+            prev_kv: true,
+            ..Default::default()
+        });
+        assert_eq!(value(applied.events[0].prev_kv.as_ref().unwrap()), "3");
+        assert_eq!(h.get("u").map(|kv| value(&kv)), Some("4".into()));
     }
 
     #[test]

@@ -24,10 +24,24 @@ impl Harness {
         Harness { store, engine }
     }
 
-    /// Applies `cmd` and writes its batch, as the Raft layer does.
+    /// Applies `cmd` and writes its batch, as the Raft layer does, with no
+    /// watcher wanting `prev_kv` (so previous values are read only when the
+    /// request needs them).
     pub fn apply(&mut self, cmd: Command) -> Applied {
+        self.apply_watched(cmd, &|_| false)
+    }
+
+    /// [`Self::apply`] with the given answer to "does a watcher want this key's `prev_kv`".
+    pub fn apply_watched(
+        &mut self,
+        cmd: Command,
+        prev_kv_watched: &dyn Fn(&[u8]) -> bool,
+    ) -> Applied {
         let mut batch = WriteBatch::new();
-        let applied = self.store.apply(&cmd, &mut batch).expect("apply");
+        let applied = self
+            .store
+            .apply(&cmd, &mut batch, prev_kv_watched)
+            .expect("apply");
         if matches!(applied.body, AppliedBody::Rejected(_)) {
             assert!(
                 batch.is_empty(),

@@ -356,6 +356,7 @@ impl Store {
         &mut self,
         req: &PbTxnRequest,
         batch: &mut WriteBatch,
+        prev_kv_watched: &dyn Fn(&[u8]) -> bool,
     ) -> Result<Applied, MvccError> {
         if let Err(err) = validate_txn(req, usize::MAX) {
             return Ok(self.rejected(err));
@@ -374,7 +375,7 @@ impl Store {
             return Ok(self.rejected(err));
         }
 
-        let mut tw = TxnWrite::begin(self, batch);
+        let mut tw = TxnWrite::begin(self, batch, prev_kv_watched);
         match tw.apply_ops(req, &path) {
             Ok((resp, _)) => {
                 let events = tw.commit();
@@ -438,13 +439,20 @@ pub(super) struct TxnWrite<'s> {
     /// The n-th change: the new value, or for a delete just the key with
     /// `mod_revision` set and `create_revision` 0 (how etcd tells them apart).
     changes: Vec<PbKeyValue>,
-    /// The value each change replaced, if the key was live.
+    /// The value each change replaced, if the key was live and it was read
+    /// (see `prev_kv_watched`).
     prev_kvs: Vec<Option<PbKeyValue>>,
+    /// Whether a watcher wants the previous value of a change to this key.
+    prev_kv_watched: &'s dyn Fn(&[u8]) -> bool,
     undo: Vec<Undo>,
 }
 
 impl<'s> TxnWrite<'s> {
-    pub fn begin(store: &'s mut Store, batch: &'s mut WriteBatch) -> Self {
+    pub fn begin(
+        store: &'s mut Store,
+        batch: &'s mut WriteBatch,
+        prev_kv_watched: &'s dyn Fn(&[u8]) -> bool,
+    ) -> Self {
         let begin_rev = store.current_rev;
         let batch_len = batch.ops.len();
         TxnWrite {
@@ -454,6 +462,7 @@ impl<'s> TxnWrite<'s> {
             begin_rev,
             changes: Vec::new(),
             prev_kvs: Vec::new(),
+            prev_kv_watched,
             undo: Vec::new(),
         }
     }
@@ -484,11 +493,14 @@ impl<'s> TxnWrite<'s> {
     /// etcd's applier `Put` then `storeTxnWrite.put`.
     fn put(&mut self, req: &PbPutRequest) -> Result<PbPutResponse, MvccError> {
         let found = self.store.index.get(&req.key, self.read_rev());
+        // The index has everything else a put needs; the value only these.
+        let needs_prev =
+            req.prev_kv || req.ignore_value || req.ignore_lease || (self.prev_kv_watched)(&req.key);
         let prev = match found {
-            Some(kr) => Some(self.store.read_kv(kr.modified, &self.changes)?),
-            None => None,
+            Some(kr) if needs_prev => Some(self.store.read_kv(kr.modified, &self.changes)?),
+            _ => None,
         };
-        if (req.ignore_value || req.ignore_lease) && prev.is_none() {
+        if (req.ignore_value || req.ignore_lease) && found.is_none() {
             return Err(MvccError::KeyNotFound);
         }
         let value = match (&prev, req.ignore_value) {
@@ -552,7 +564,11 @@ impl<'s> TxnWrite<'s> {
             ..Default::default()
         };
         for (key, modified) in doomed {
-            let prev = self.store.read_kv(modified, &self.changes)?;
+            let prev = if req.prev_kv || (self.prev_kv_watched)(&key) {
+                Some(self.store.read_kv(modified, &self.changes)?)
+            } else {
+                None
+            };
             let rev = self.next_rev();
             let tombstone = PbKeyValue {
                 key,
@@ -578,10 +594,10 @@ impl<'s> TxnWrite<'s> {
                     .push(Undo::Detach(old_lease, tombstone.key.clone()));
             }
             self.changes.push(tombstone);
-            if req.prev_kv {
+            if let Some(prev) = prev.as_ref().filter(|_| req.prev_kv) {
                 resp.prev_kvs.push(prev.clone());
             }
-            self.prev_kvs.push(Some(prev));
+            self.prev_kvs.push(prev);
         }
         let revision = if self.changes.is_empty() {
             self.begin_rev

@@ -184,6 +184,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let shared = &self.shared;
         let mut store = shared.store.write().expect("store lock poisoned");
         let mut responses = Vec::new();
+        let prev_kv_watched = |key: &[u8]| shared.hub.wants_prev_kv(key);
         // One engine write for the whole run of entries: the store serves values of
         // earlier entries from memory until `mark_written`.
         let mut batch = WriteBatch::new();
@@ -196,7 +197,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 EntryPayload::Normal(Proposal(commands)) => {
                     for cmd in &commands {
                         let applied = store
-                            .apply(cmd, &mut batch)
+                            .apply(cmd, &mut batch, &prev_kv_watched)
                             .map_err(|e| sm_err(ErrorVerb::Write, e))?;
                         if !applied.events.is_empty() {
                             shared.hub.publish(&applied.events);

@@ -12,25 +12,36 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use tempfile::TempDir;
 
-use super::{open, Durability, Engine, EngineKind, Entries, ScanRange, Space, WriteBatch};
+use super::{
+    open, Batching, Durability, Engine, EngineKind, Entries, ScanRange, Space, WriteBatch,
+};
 
-/// The engine factory: opens engines of one kind in a private directory, and
-/// reopens them there.
+/// The engine factory: opens engines of one kind (batched or not) in a
+/// private directory, and reopens them there.
 struct Fixture {
     kind: EngineKind,
+    batching: Option<Batching>,
     dir: TempDir,
 }
 
+/// Batching that commits every few changes and milliseconds, so commits
+/// land between and during a test's writes and reads.
+const TIGHT: Option<Batching> = Some(Batching {
+    interval: std::time::Duration::from_millis(2),
+    limit: 7,
+});
+
 impl Fixture {
-    fn new(kind: EngineKind) -> Self {
+    fn new(kind: EngineKind, batching: Option<Batching>) -> Self {
         Self {
             kind,
+            batching,
             dir: tempfile::tempdir().expect("creating a temp dir"),
         }
     }
 
     fn open(&self) -> Arc<dyn Engine> {
-        open(self.kind, self.dir.path()).expect("opening the engine")
+        open(self.kind, self.dir.path(), self.batching).expect("opening the engine")
     }
 }
 
@@ -448,7 +459,7 @@ fn matches_a_btreemap_model(f: &Fixture) {
     runner
         .run(&(batches, probes), |(batches, probes)| {
             let dir = tempfile::tempdir().expect("creating a temp dir");
-            let engine = open(f.kind, dir.path()).expect("opening the engine");
+            let engine = open(f.kind, dir.path(), f.batching).expect("opening the engine");
             let mut model: [BTreeMap<Vec<u8>, Vec<u8>>; 5] = Default::default();
             for ops in batches {
                 let mut batch = WriteBatch::new();
@@ -507,18 +518,18 @@ fn matches_a_btreemap_model(f: &Fixture) {
 }
 
 macro_rules! conformance {
-    ($engine:ident, $kind:ident, [$($test:ident),* $(,)?]) => {
+    ($engine:ident, $kind:ident, $batching:expr, [$($test:ident),* $(,)?]) => {
         mod $engine {
             $(
                 #[test]
                 fn $test() {
-                    super::$test(&super::Fixture::new(super::EngineKind::$kind));
+                    super::$test(&super::Fixture::new(super::EngineKind::$kind, $batching));
                 }
             )*
         }
     };
-    ($engine:ident, $kind:ident, every engine and [$($extra:ident),* $(,)?]) => {
-        conformance!($engine, $kind, [
+    ($engine:ident, $kind:ident, $batching:expr, every engine and [$($extra:ident),* $(,)?]) => {
+        conformance!($engine, $kind, $batching, [
             get_put_delete,
             scans_are_ordered_bounded_and_limited,
             delete_range_removes_a_half_open_range,
@@ -535,12 +546,24 @@ macro_rules! conformance {
     };
 }
 
-conformance!(memory, Memory, every engine and []);
-conformance!(sled, Sled, every engine and [
+conformance!(memory, Memory, None, every engine and []);
+conformance!(sled, Sled, None, every engine and [
     data_survives_reopening,
     deferred_writes_survive_a_clean_close,
 ]);
-conformance!(redb, Redb, every engine and [
+conformance!(redb, Redb, None, every engine and [
+    data_survives_reopening,
+    deferred_writes_survive_a_clean_close,
+]);
+conformance!(sled_batched, Sled, super::TIGHT, every engine and [
+    data_survives_reopening,
+    deferred_writes_survive_a_clean_close,
+]);
+conformance!(redb_batched, Redb, super::TIGHT, every engine and [
+    data_survives_reopening,
+    deferred_writes_survive_a_clean_close,
+]);
+conformance!(redb_batched_by_default, Redb, Some(super::Batching::default()), every engine and [
     data_survives_reopening,
     deferred_writes_survive_a_clean_close,
 ]);

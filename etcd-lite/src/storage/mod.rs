@@ -18,6 +18,7 @@
 //! - **Read your writes**: a read started after `write` returned sees the batch.
 //! - Scans return keys in lexicographic byte order (reversed when asked).
 
+mod batched;
 #[cfg(test)]
 mod conformance;
 mod memory;
@@ -27,6 +28,7 @@ mod sled;
 use std::path::Path;
 use std::sync::Arc;
 
+pub use self::batched::{Batched, Batching};
 pub use self::memory::MemoryEngine;
 pub use self::redb::RedbEngine;
 pub use self::sled::SledEngine;
@@ -248,11 +250,26 @@ impl EngineKind {
     }
 }
 
-/// Opens (creating if needed) the engine of `kind` under `dir`.
-pub fn open(kind: EngineKind, dir: &Path) -> Result<Arc<dyn Engine>, EngineError> {
-    Ok(match kind {
-        EngineKind::Memory => Arc::new(MemoryEngine::new()),
+/// Opens (creating if needed) the engine of `kind` under `dir`. With
+/// `batching`, a disk engine's `Deferred` writes are batched in memory
+/// ([`Batched`]); the memory engine has nothing to gain from that.
+pub fn open(
+    kind: EngineKind,
+    dir: &Path,
+    batching: Option<Batching>,
+) -> Result<Arc<dyn Engine>, EngineError> {
+    let engine: Arc<dyn Engine> = match kind {
+        EngineKind::Memory => return Ok(Arc::new(MemoryEngine::new())),
         EngineKind::Redb => Arc::new(RedbEngine::open(dir)?),
         EngineKind::Sled => Arc::new(SledEngine::open(dir)?),
-    })
+    };
+    let Some(batching) = batching else {
+        return Ok(engine);
+    };
+    let batched = Batched::wrap(engine, batching).map_err(|source| EngineError::Open {
+        engine: kind.name(),
+        path: dir.display().to_string(),
+        source: Box::new(source),
+    })?;
+    Ok(Arc::new(batched))
 }
