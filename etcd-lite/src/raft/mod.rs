@@ -18,6 +18,7 @@ mod wal;
 use std::fmt;
 use std::io::Cursor;
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 pub use self::log_store::LogStore;
@@ -45,8 +46,49 @@ impl fmt::Display for MemberNode {
 ///
 /// openraft 0.9 waits for each log append to be flushed before it appends the
 /// next, so the leader packs the commands that arrive meanwhile into one entry.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Proposal(pub Vec<Command>);
+///
+/// The commands stay encoded from the moment the leader packs them until a
+/// state machine applies them: the log, replication and the peer network
+/// only copy (or share) the bytes, instead of decoding and re-encoding every
+/// command at each step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Proposal(Bytes);
+
+impl Proposal {
+    pub fn new(commands: &[Command]) -> Proposal {
+        Proposal(Bytes::from(encode(&commands)))
+    }
+
+    /// Decodes the commands (a malformed proposal means a corrupt log).
+    pub fn commands(&self) -> Result<Vec<Command>, postcard::Error> {
+        decode(&self.0)
+    }
+}
+
+impl Serialize for Proposal {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Proposal {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Proposal;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an encoded proposal")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, bytes: &[u8]) -> Result<Proposal, E> {
+                Ok(Proposal(Bytes::copy_from_slice(bytes)))
+            }
+            fn visit_byte_buf<E: serde::de::Error>(self, bytes: Vec<u8>) -> Result<Proposal, E> {
+                Ok(Proposal(Bytes::from(bytes)))
+            }
+        }
+        d.deserialize_bytes(Visitor)
+    }
+}
 
 /// The results of a [`Proposal`]'s commands, in the same order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

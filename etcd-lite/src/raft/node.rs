@@ -403,7 +403,8 @@ impl RaftNode {
             let (commands, senders): (Vec<Command>, Vec<_>) = waiting.into_iter().unzip();
             let deadline = Instant::now() + self.request_timeout;
             let written =
-                tokio::time::timeout_at(deadline, self.raft.client_write(Proposal(commands))).await;
+                tokio::time::timeout_at(deadline, self.raft.client_write(Proposal::new(&commands)))
+                    .await;
             match written {
                 Ok(Ok(resp)) => {
                     for (tx, applied) in senders.into_iter().zip(resp.data.0) {

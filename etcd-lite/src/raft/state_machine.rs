@@ -28,8 +28,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::{
-    decode, encode, storage_io_error, Entry, LogId, MemberNode, Proposal, ProposalResult,
-    StorageError, StoredMembership, TypeConfig,
+    decode, encode, storage_io_error, Entry, LogId, MemberNode, ProposalResult, StorageError,
+    StoredMembership, TypeConfig,
 };
 use crate::mvcc::Store;
 use crate::storage::{Durability, Engine, ScanRange, Space, WriteBatch};
@@ -194,7 +194,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let log_id = *entry.get_log_id();
             let mut results = Vec::new();
             match entry.payload {
-                EntryPayload::Normal(Proposal(commands)) => {
+                EntryPayload::Normal(proposal) => {
+                    let commands = proposal
+                        .commands()
+                        .map_err(|e| sm_err(ErrorVerb::Read, e))?;
                     for cmd in &commands {
                         let applied = store
                             .apply(cmd, &mut batch, &prev_kv_watched)

@@ -645,7 +645,7 @@ mod tests {
     fn entry(term: u64, index: u64) -> Entry {
         Entry {
             log_id: log_id(term, index),
-            payload: EntryPayload::Normal(Proposal(vec![Command::PublishMember(
+            payload: EntryPayload::Normal(Proposal::new(&[Command::PublishMember(
                 MemberAttributes {
                     id: index,
                     name: format!("member-{term}-{index}-{}", "x".repeat(64)),
@@ -673,7 +673,8 @@ mod tests {
             .map(|e| {
                 let (term, index) = (e.log_id.leader_id.term, e.log_id.index);
                 match e.payload {
-                    EntryPayload::Normal(Proposal(cmds)) => match cmds.as_slice() {
+                    EntryPayload::Normal(proposal) => match proposal.commands().unwrap().as_slice()
+                    {
                         [Command::PublishMember(m)] => {
                             assert!(m.name.starts_with(&format!("member-{term}-{index}-")));
                         }
