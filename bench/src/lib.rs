@@ -250,6 +250,7 @@ async fn bench_system(args: &Args, system: System) -> Result<SystemReport> {
     for (name, operation, clients, connections) in phases {
         eprintln!("{}: {name} ...", system.label());
         let cpu_before = cluster.cpu_ms();
+        let client_cpu_before = cluster::cpu_ms(std::process::id());
         let index_before = raft_index(&mut leader_client).await;
         let result =
             load::run_phase(connections, clients, operation, args.budget(), &workload).await?;
@@ -266,6 +267,9 @@ async fn bench_system(args: &Args, system: System) -> Result<SystemReport> {
             .zip(cluster.cpu_ms())
             .map(|(before, after)| Some(after?.saturating_sub((*before)?)))
             .sum::<Option<u64>>();
+        let client_cpu_ms = client_cpu_before
+            .zip(cluster::cpu_ms(std::process::id()))
+            .map(|(before, after)| after.saturating_sub(before));
         let raft_entries = match (index_before, raft_index(&mut leader_client).await) {
             (Some(before), Some(after)) => Some(after.saturating_sub(before)),
             _ => None,
@@ -276,6 +280,7 @@ async fn bench_system(args: &Args, system: System) -> Result<SystemReport> {
             &result,
             cluster.rss_kib(),
             cpu_ms,
+            client_cpu_ms,
             raft_entries,
         );
         eprintln!("{}: {}", system.label(), row.summary());

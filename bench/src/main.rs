@@ -3,7 +3,7 @@
 
 use clap::Parser;
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let args = etcd_bench::Args::parse();
     let reports = etcd_bench::run(&args).await?;

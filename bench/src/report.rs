@@ -27,6 +27,8 @@ pub struct PhaseRow {
     pub rss_after_kib: Vec<Option<u64>>,
     /// CPU time the members used together per 1000 requests, if every member was readable.
     pub cpu_ms_per_kop: Option<f64>,
+    /// CPU time this benchmark process (the clients) used per 1000 requests.
+    pub client_cpu_ms_per_kop: Option<f64>,
     /// Raft log entries the leader appended per 1000 requests (its raft index
     /// before and after the phase), if its status was readable.
     pub raft_entries_per_kop: Option<f64>,
@@ -39,6 +41,7 @@ impl PhaseRow {
         result: &PhaseResult,
         rss_after_kib: Vec<Option<u64>>,
         members_cpu_ms: Option<u64>,
+        client_cpu_ms: Option<u64>,
         raft_entries: Option<u64>,
     ) -> PhaseRow {
         let per_kop = |n: u64| n as f64 * 1000.0 / result.ops as f64;
@@ -52,6 +55,7 @@ impl PhaseRow {
             p99_ms: result.quantile_ms(0.99),
             rss_after_kib,
             cpu_ms_per_kop: members_cpu_ms.filter(|_| result.ops > 0).map(per_kop),
+            client_cpu_ms_per_kop: client_cpu_ms.filter(|_| result.ops > 0).map(per_kop),
             raft_entries_per_kop: raft_entries.filter(|_| result.ops > 0).map(per_kop),
         }
     }
@@ -59,13 +63,14 @@ impl PhaseRow {
     /// One progress line.
     pub fn summary(&self) -> String {
         format!(
-            "{}: {} ops, {:.0} ops/s, p50 {:.2} ms, p99 {:.2} ms, members' CPU {} ms per 1k ops, {} Raft entries per 1k ops, RSS {} MiB",
+            "{}: {} ops, {:.0} ops/s, p50 {:.2} ms, p99 {:.2} ms, members' CPU {} ms per 1k ops, client CPU {} ms per 1k ops, {} Raft entries per 1k ops, RSS {} MiB",
             self.phase,
             self.ops,
             self.ops_per_sec,
             self.p50_ms,
             self.p99_ms,
             self.cpu_cell(),
+            figure(self.client_cpu_ms_per_kop),
             self.entries_cell(),
             mib_list(&self.rss_after_kib)
         )
@@ -138,7 +143,7 @@ fn mib_list(kib: &[Option<u64>]) -> String {
         .join(" / ")
 }
 
-const HEADERS: [&str; 10] = [
+const HEADERS: [&str; 11] = [
     "system",
     "phase",
     "ops",
@@ -147,11 +152,12 @@ const HEADERS: [&str; 10] = [
     "p99 ms",
     "errors",
     "members' CPU ms per 1k ops",
+    "client CPU ms per 1k ops",
     "Raft entries per 1k ops",
     "RSS after, MiB per member",
 ];
 
-fn phase_cells(report: &SystemReport) -> Vec<[String; 10]> {
+fn phase_cells(report: &SystemReport) -> Vec<[String; 11]> {
     report
         .phases
         .iter()
@@ -165,6 +171,7 @@ fn phase_cells(report: &SystemReport) -> Vec<[String; 10]> {
                 format!("{:.2}", row.p99_ms),
                 row.errors.to_string(),
                 row.cpu_cell(),
+                figure(row.client_cpu_ms_per_kop),
                 row.entries_cell(),
                 mib_list(&row.rss_after_kib),
             ]
@@ -179,7 +186,7 @@ fn max_rss_cells(report: &SystemReport) -> [String; 2] {
 
 /// An aligned plain-text table.
 pub fn render_text(reports: &[SystemReport]) -> String {
-    let rows: Vec<[String; 10]> = reports.iter().flat_map(phase_cells).collect();
+    let rows: Vec<[String; 11]> = reports.iter().flat_map(phase_cells).collect();
     let mut widths = HEADERS.map(str::len);
     for row in &rows {
         for (width, cell) in widths.iter_mut().zip(row) {
@@ -249,6 +256,7 @@ mod tests {
             p99_ms: 9.876,
             rss_after_kib: vec![Some(10 * 1024), None, Some(30 * 1024)],
             cpu_ms_per_kop: Some(123.4),
+            client_cpu_ms_per_kop: Some(45.6),
             raft_entries_per_kop: Some(87.6),
         };
         SystemReport {
@@ -263,7 +271,7 @@ mod tests {
         let markdown = render_markdown(&[sample()], "cargo run -p etcd-bench");
         assert!(markdown.starts_with("Command: `cargo run -p etcd-bench`\n"));
         assert!(markdown.contains(
-            "| etcd 3.4 | put, 1 client | 100 | 588 | 1.23 | 9.88 | 0 | 123 | 88 | 10 / - / 30 |\n"
+            "| etcd 3.4 | put, 1 client | 100 | 588 | 1.23 | 9.88 | 0 | 123 | 46 | 88 | 10 / - / 30 |\n"
         ));
         assert!(markdown.contains("| etcd 3.4 | get, 64 clients | 100 | 6436 |"));
         assert!(markdown.contains("| etcd 3.4 | 12 / 20 / 31 |\n"));
