@@ -227,10 +227,11 @@ pub fn render_text(reports: &[SystemReport]) -> String {
 pub fn render_markdown(reports: &[SystemReport], command: &str) -> String {
     let mut out = format!("Command: `{command}`\n\n");
     out.push_str(&format!("| {} |\n", HEADERS.join(" | ")));
-    out.push_str(&format!(
-        "|{}\n",
-        ["---|", "---|", "--:|", "--:|", "--:|", "--:|", "--:|", "--:|", "--:|", "--:|"].concat()
-    ));
+    // The system and phase columns left-aligned, the figures right-aligned.
+    let alignment: String = (0..HEADERS.len())
+        .map(|column| if column < 2 { "---|" } else { "--:|" })
+        .collect();
+    out.push_str(&format!("|{alignment}\n"));
     for row in reports.iter().flat_map(phase_cells) {
         out.push_str(&format!("| {} |\n", row.join(" | ")));
     }
@@ -274,6 +275,11 @@ mod tests {
             "| etcd 3.4 | put, 1 client | 100 | 588 | 1.23 | 9.88 | 0 | 123 | 46 | 88 | 10 / - / 30 |\n"
         ));
         assert!(markdown.contains("| etcd 3.4 | get, 64 clients | 100 | 6436 |"));
+        let columns = |line: &str| line.matches('|').count();
+        let mut lines = markdown.lines().skip(2);
+        let (header, alignment) = (lines.next().unwrap(), lines.next().unwrap());
+        assert_eq!(columns(header), HEADERS.len() + 1, "{header}");
+        assert_eq!(columns(alignment), columns(header), "{alignment}");
         assert!(markdown.contains("| etcd 3.4 | 12 / 20 / 31 |\n"));
     }
 
