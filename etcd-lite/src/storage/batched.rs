@@ -15,6 +15,10 @@
 //!   changes go to the engine whole, as one engine batch. So the engine holds
 //!   a prefix of the batches written after a crash (the *Ordered* guarantee),
 //!   and no reader sees half a batch.
+//! - A commit takes the pending changes under the lock but writes them to the
+//!   engine without it: meanwhile reads find them in `committing` (after the
+//!   new pending changes, before the engine), and writes go on into a fresh
+//!   pending set. Commits run one at a time, in order.
 //! - Range deletes and clears are not kept pending: a batch holding one goes
 //!   to the engine at once, in one engine batch with the changes before it.
 //! - `Immediate` writes and `flush` commit the pending changes with them,
@@ -53,37 +57,42 @@ impl Default for Batching {
     }
 }
 
-/// The changes not yet in the engine.
+/// Changes per space (by `Space as usize`): key to value, `None` for a delete.
+type Changes = [BTreeMap<Vec<u8>, Option<Vec<u8>>>; Space::ALL.len()];
+
+/// What readers and writers share; see the module docs.
 #[derive(Default)]
-struct Pending {
-    /// Per space (by `Space as usize`): key to value, `None` for a delete.
-    spaces: [BTreeMap<Vec<u8>, Option<Vec<u8>>>; Space::ALL.len()],
-    /// Puts and deletes accepted since the last commit (overwrites count).
+struct State {
+    /// The changes not yet handed to the engine.
+    pending: Changes,
+    /// Puts and deletes accepted into `pending` (overwrites count).
     changes: usize,
+    /// The changes a commit is writing to the engine right now: read after
+    /// `pending` and before the engine.
+    committing: Option<Arc<Changes>>,
     /// Why the engine failed, once a commit has.
     failed: Option<String>,
 }
 
-impl Pending {
-    /// The pending changes as one engine batch, in key order per space; empties them.
-    fn take(&mut self) -> WriteBatch {
-        let mut batch = WriteBatch::new();
-        for (space, map) in Space::ALL.into_iter().zip(&mut self.spaces) {
-            for (key, value) in std::mem::take(map) {
-                match value {
-                    Some(value) => batch.put(space, key, value),
-                    None => batch.delete(space, key),
-                }
+/// `changes` as one engine batch, in key order per space.
+fn to_batch(changes: &Changes) -> WriteBatch {
+    let mut batch = WriteBatch::new();
+    for (space, map) in Space::ALL.into_iter().zip(changes) {
+        for (key, value) in map {
+            match value {
+                Some(value) => batch.put(space, key.clone(), value.clone()),
+                None => batch.delete(space, key.clone()),
             }
         }
-        self.changes = 0;
-        batch
     }
+    batch
 }
 
 struct Shared {
     engine: Arc<dyn Engine>,
-    pending: RwLock<Pending>,
+    state: RwLock<State>,
+    /// Held for a whole commit, so commits reach the engine one at a time, in order.
+    committer: Mutex<()>,
     limit: usize,
     /// Set when the [`Batched`] is dropped; wakes the flusher thread.
     stop: Mutex<bool>,
@@ -91,44 +100,52 @@ struct Shared {
 }
 
 impl Shared {
-    fn pending(&self) -> RwLockWriteGuard<'_, Pending> {
-        self.pending.write().expect("batched engine lock poisoned")
+    fn state(&self) -> RwLockWriteGuard<'_, State> {
+        self.state.write().expect("batched engine lock poisoned")
     }
 
-    fn failure(&self, reason: &str) -> EngineError {
-        EngineError::Write {
-            engine: self.engine.kind().name(),
-            source: format!("an earlier commit failed: {reason}").into(),
-        }
-    }
-
-    fn check(&self, pending: &Pending) -> Result<(), EngineError> {
-        match &pending.failed {
-            Some(reason) => Err(self.failure(reason)),
+    fn check(&self, state: &State) -> Result<(), EngineError> {
+        match &state.failed {
+            Some(reason) => Err(EngineError::Write {
+                engine: self.engine.kind().name(),
+                source: format!("an earlier commit failed: {reason}").into(),
+            }),
             None => Ok(()),
         }
     }
 
     /// Writes the pending changes, then `batch`, to the engine as one batch.
-    fn commit(
-        &self,
-        pending: &mut Pending,
-        batch: WriteBatch,
-        durability: Durability,
-    ) -> Result<(), EngineError> {
-        self.check(pending)?;
-        if pending.changes == 0 && batch.is_empty() {
-            return match durability {
-                Durability::Immediate => self.engine.flush(),
-                Durability::Deferred => Ok(()),
-            };
-        }
-        let mut all = pending.take();
+    ///
+    /// The state lock is held only to take the pending changes and to clear
+    /// them from `committing` afterwards, so writes and reads go on while the
+    /// engine commits.
+    fn commit(&self, batch: WriteBatch, durability: Durability) -> Result<(), EngineError> {
+        let _committer = self.committer.lock().expect("batched engine commit lock");
+        let taken = {
+            let mut state = self.state();
+            self.check(&state)?;
+            if state.changes == 0 && batch.is_empty() {
+                drop(state);
+                return match durability {
+                    Durability::Immediate => self.engine.flush(),
+                    Durability::Deferred => Ok(()),
+                };
+            }
+            let taken = Arc::new(std::mem::take(&mut state.pending));
+            state.changes = 0;
+            state.committing = Some(Arc::clone(&taken));
+            taken
+        };
+        let mut all = to_batch(&taken);
         all.ops.extend(batch.ops);
-        self.engine.write(all, durability).inspect_err(|error| {
+        let written = self.engine.write(all, durability);
+        let mut state = self.state();
+        state.committing = None;
+        if let Err(error) = &written {
             tracing::error!(%error, "committing the batched writes failed; the engine stops");
-            pending.failed = Some(error.to_string());
-        })
+            state.failed = Some(error.to_string());
+        }
+        written
     }
 
     /// The flusher thread: commits whatever is pending every `interval` until stopped.
@@ -149,7 +166,7 @@ impl Shared {
             }
             drop(stop);
             // A failure is logged and kept in `failed`; the next call returns it.
-            let _ = self.commit(&mut self.pending(), WriteBatch::new(), Durability::Deferred);
+            let _ = self.commit(WriteBatch::new(), Durability::Deferred);
             stop = self.stop.lock().expect("batched engine stop lock");
         }
     }
@@ -166,7 +183,8 @@ impl Batched {
     pub fn wrap(engine: Arc<dyn Engine>, batching: Batching) -> std::io::Result<Batched> {
         let shared = Arc::new(Shared {
             engine,
-            pending: RwLock::default(),
+            state: RwLock::default(),
+            committer: Mutex::new(()),
             limit: batching.limit.max(1),
             stop: Mutex::new(false),
             wake: Condvar::new(),
@@ -191,18 +209,23 @@ impl Engine for Batched {
 
     fn get(&self, space: Space, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError> {
         {
-            let pending = self
+            let state = self
                 .shared
-                .pending
+                .state
                 .read()
                 .expect("batched engine lock poisoned");
-            self.shared.check(&pending)?;
-            if let Some(value) = pending.spaces[space as usize].get(key) {
+            self.shared.check(&state)?;
+            let committing = state.committing.as_deref();
+            let found = std::iter::once(&state.pending)
+                .chain(committing)
+                .find_map(|changes| changes[space as usize].get(key));
+            if let Some(value) = found {
                 return Ok(value.clone());
             }
         }
-        // Not pending now: the engine has the latest committed value, or a
-        // write concurrent with this read is still arriving (either is right).
+        // Neither pending nor being committed now: the engine has the latest
+        // committed value, or a write concurrent with this read is still
+        // arriving (either is right).
         self.shared.engine.get(space, key)
     }
 
@@ -213,46 +236,42 @@ impl Engine for Batched {
         reverse: bool,
         limit: usize,
     ) -> Result<Entries, EngineError> {
-        self.shared.commit(
-            &mut self.shared.pending(),
-            WriteBatch::new(),
-            Durability::Deferred,
-        )?;
+        self.shared
+            .commit(WriteBatch::new(), Durability::Deferred)?;
         self.shared.engine.scan(space, range, reverse, limit)
     }
 
     fn write(&self, batch: WriteBatch, durability: Durability) -> Result<(), EngineError> {
-        let mut pending = self.shared.pending();
-        self.shared.check(&pending)?;
         let ranged = batch
             .ops
             .iter()
             .any(|op| matches!(op, Op::DeleteRange { .. } | Op::Clear { .. }));
         if durability == Durability::Immediate || ranged {
-            return self.shared.commit(&mut pending, batch, durability);
+            return self.shared.commit(batch, durability);
         }
-        for op in batch.ops {
-            let (space, key, value) = match op {
-                Op::Put { space, key, value } => (space, key, Some(value)),
-                Op::Delete { space, key } => (space, key, None),
-                Op::DeleteRange { .. } | Op::Clear { .. } => unreachable!("committed above"),
-            };
-            pending.spaces[space as usize].insert(key, value);
-            pending.changes += 1;
-        }
-        if pending.changes >= self.shared.limit {
+        let full = {
+            let mut state = self.shared.state();
+            self.shared.check(&state)?;
+            for op in batch.ops {
+                let (space, key, value) = match op {
+                    Op::Put { space, key, value } => (space, key, Some(value)),
+                    Op::Delete { space, key } => (space, key, None),
+                    Op::DeleteRange { .. } | Op::Clear { .. } => unreachable!("committed above"),
+                };
+                state.pending[space as usize].insert(key, value);
+                state.changes += 1;
+            }
+            state.changes >= self.shared.limit
+        };
+        if full {
             self.shared
-                .commit(&mut pending, WriteBatch::new(), Durability::Deferred)?;
+                .commit(WriteBatch::new(), Durability::Deferred)?;
         }
         Ok(())
     }
 
     fn flush(&self) -> Result<(), EngineError> {
-        self.shared.commit(
-            &mut self.shared.pending(),
-            WriteBatch::new(),
-            Durability::Immediate,
-        )
+        self.shared.commit(WriteBatch::new(), Durability::Immediate)
     }
 
     fn size_bytes(&self) -> u64 {
@@ -267,11 +286,7 @@ impl Drop for Batched {
         if let Some(flusher) = self.flusher.take() {
             let _ = flusher.join();
         }
-        if let Err(error) = self.shared.commit(
-            &mut self.shared.pending(),
-            WriteBatch::new(),
-            Durability::Deferred,
-        ) {
+        if let Err(error) = self.shared.commit(WriteBatch::new(), Durability::Deferred) {
             tracing::warn!(%error, "committing the batched writes on close failed");
         }
     }
@@ -285,13 +300,15 @@ mod tests {
     use super::super::MemoryEngine;
     use super::*;
 
-    /// A memory engine that counts the batches it is given, and can be told to fail.
+    /// A memory engine that counts the batches it is given, and can be told
+    /// to fail, or held (a write waits while a test holds `hold`).
     #[derive(Default)]
     struct Recording {
         inner: MemoryEngine,
         writes: AtomicUsize,
         durable: AtomicUsize,
         fail: AtomicBool,
+        hold: Mutex<()>,
     }
 
     impl Engine for Recording {
@@ -311,6 +328,7 @@ mod tests {
             self.inner.scan(space, range, reverse, limit)
         }
         fn write(&self, batch: WriteBatch, durability: Durability) -> Result<(), EngineError> {
+            let _held = self.hold.lock().expect("hold lock");
             if self.fail.load(Ordering::SeqCst) {
                 return Err(EngineError::Write {
                     engine: "recording",
@@ -450,6 +468,54 @@ mod tests {
         assert_eq!(inner.writes.load(Ordering::SeqCst), 1);
         assert_eq!(inner.get(Space::Kv, b"a1").unwrap(), None);
         assert_eq!(batched.get(Space::Kv, b"b").unwrap(), Some(b"2".to_vec()));
+    }
+
+    #[test]
+    fn writes_and_reads_go_on_while_a_commit_is_in_progress() {
+        let (inner, batched) = wrap(SLOW);
+        let batched = Arc::new(batched);
+        put(&*batched, b"a", b"1");
+        let held = inner.hold.lock().expect("hold lock");
+        let flushing = {
+            let batched = Arc::clone(&batched);
+            std::thread::spawn(move || batched.flush())
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while batched.shared.state.read().unwrap().committing.is_none() {
+            assert!(Instant::now() < deadline, "the flush never started");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let (done, finished) = std::sync::mpsc::channel();
+        {
+            let batched = Arc::clone(&batched);
+            std::thread::spawn(move || {
+                put(&*batched, b"b", b"2");
+                let _ = done.send(());
+            });
+        }
+        finished
+            .recv_timeout(Duration::from_secs(10))
+            .expect("a write waited for the engine's commit");
+        assert_eq!(
+            batched.get(Space::Kv, b"a").unwrap(),
+            Some(b"1".to_vec()),
+            "being committed"
+        );
+        assert_eq!(
+            batched.get(Space::Kv, b"b").unwrap(),
+            Some(b"2".to_vec()),
+            "pending"
+        );
+        assert_eq!(inner.writes.load(Ordering::SeqCst), 0);
+        drop(held);
+        flushing.join().expect("flush thread").expect("flush");
+        assert_eq!(inner.get(Space::Kv, b"a").unwrap(), Some(b"1".to_vec()));
+        assert_eq!(
+            inner.get(Space::Kv, b"b").unwrap(),
+            None,
+            "written after the flush began"
+        );
+        assert!(batched.shared.state.read().unwrap().committing.is_none());
     }
 
     #[test]
