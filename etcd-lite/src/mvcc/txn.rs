@@ -493,11 +493,13 @@ impl<'s> TxnWrite<'s> {
     /// etcd's applier `Put` then `storeTxnWrite.put`.
     fn put(&mut self, req: &PbPutRequest) -> Result<PbPutResponse, MvccError> {
         let found = self.store.index.get(&req.key, self.read_rev());
-        // The index has everything else a put needs; the value only these.
-        let needs_prev =
-            req.prev_kv || req.ignore_value || req.ignore_lease || (self.prev_kv_watched)(&req.key);
+        // The index has everything else a put needs; the value only these
+        // (and only a live key has one, so a new key asks no watcher).
+        let needs_prev = || {
+            req.prev_kv || req.ignore_value || req.ignore_lease || (self.prev_kv_watched)(&req.key)
+        };
         let prev = match found {
-            Some(kr) if needs_prev => Some(self.store.read_kv(kr.modified, &self.changes)?),
+            Some(kr) if needs_prev() => Some(self.store.read_kv(kr.modified, &self.changes)?),
             _ => None,
         };
         if (req.ignore_value || req.ignore_lease) && found.is_none() {
