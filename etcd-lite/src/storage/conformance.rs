@@ -291,6 +291,45 @@ fn a_later_op_in_a_batch_wins(f: &Fixture) {
     assert_eq!(get(e, Space::Meta, b"k"), Some(b"meta".to_vec()));
 }
 
+/// Puts past a space's last key (new revisions are) mixed with overwrites,
+/// deletes and repeats of a key, in one batch and across batches.
+fn appended_keys_mix_with_overwrites_and_deletes(f: &Fixture) {
+    let e = f.open();
+    let e = &*e;
+    let key = |n: u32| n.to_be_bytes().to_vec();
+    let mut want = BTreeMap::new();
+    let mut batch = WriteBatch::new();
+    for n in 10..40 {
+        batch.put(Space::Kv, key(n), key(n));
+        want.insert(key(n), key(n));
+    }
+    write(e, batch);
+    let mut batch = WriteBatch::new();
+    for (n, value) in [
+        (45, 1),
+        (46, 2),
+        (15, 3),
+        (50, 4),
+        (50, 5),
+        (51, 6),
+        (47, 7),
+        (60, 8),
+    ] {
+        batch.put(Space::Kv, key(n), key(value));
+        want.insert(key(n), key(value));
+    }
+    batch.delete(Space::Kv, key(46));
+    want.remove(&key(46));
+    batch.put(Space::Kv, key(70), key(9));
+    want.insert(key(70), key(9));
+    batch.put(Space::Meta, key(1), key(10));
+    write(e, batch);
+    let got = scan(e, Space::Kv, b"", None, false, 0);
+    let want: Entries = want.into_iter().collect();
+    assert_eq!(got, want);
+    assert_eq!(get(e, Space::Meta, &key(1)), Some(key(10)));
+}
+
 fn empty_batches_and_flush_are_accepted(f: &Fixture) {
     let e = f.open();
     e.write(WriteBatch::new(), Durability::Immediate)
@@ -536,6 +575,7 @@ macro_rules! conformance {
             clear_empties_only_its_space,
             spaces_are_independent,
             a_later_op_in_a_batch_wins,
+            appended_keys_mix_with_overwrites_and_deletes,
             empty_batches_and_flush_are_accepted,
             big_values_round_trip,
             long_runs_of_deferred_writes_stay_compact,

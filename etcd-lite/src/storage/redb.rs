@@ -7,7 +7,7 @@ use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use redb::TableDefinition;
+use redb::{ReadableDatabase, TableDefinition};
 
 use super::{
     Durability, Engine, EngineError, EngineKind, Entries, Op, ScanRange, Space, WriteBatch,
@@ -79,7 +79,17 @@ impl RedbEngine {
         let db = redb::Builder::new()
             .set_cache_size(CACHE_BYTES)
             .create(&path)
-            .map_err(|e| open_error(Box::new(e)))?;
+            .map_err(|e| match e {
+                redb::DatabaseError::UpgradeRequired(version) => open_error(
+                    format!(
+                        "the file is in redb's format version {version}, which an older etcd-lite \
+                         wrote and this one does not read; remove this member from the cluster \
+                         and add it back with an empty --data-dir, and it catches up from the others"
+                    )
+                    .into(),
+                ),
+                e => open_error(Box::new(e)),
+            })?;
         Ok(Self {
             db,
             path,
@@ -131,10 +141,12 @@ impl RedbEngine {
         let durable = durability == Durability::Immediate
             || self.non_durable.load(Ordering::Relaxed) + 1 >= MAX_NON_DURABLE_COMMITS;
         if durable {
-            txn.set_durability(redb::Durability::Immediate);
+            txn.set_durability(redb::Durability::Immediate)
+                .map_err(write_error)?;
             self.non_durable.store(0, Ordering::Relaxed);
         } else {
-            txn.set_durability(redb::Durability::None);
+            txn.set_durability(redb::Durability::None)
+                .map_err(write_error)?;
             self.non_durable.fetch_add(1, Ordering::Relaxed);
         }
         txn.commit().map_err(write_error)
@@ -212,5 +224,33 @@ impl Engine for RedbEngine {
     /// The database file's length; 0 if it cannot be read.
     fn size_bytes(&self) -> u64 {
         std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::FileExt;
+
+    use super::*;
+
+    #[test]
+    fn a_file_in_an_older_format_is_refused_with_what_to_do() {
+        let dir = tempfile::tempdir().expect("creating a temp dir");
+        drop(RedbEngine::open(dir.path()).expect("creating the database"));
+        // Both commit slots of the header (at 64 and 192) start with their format version.
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(dir.path().join("redb"))
+            .expect("opening the file");
+        for slot in [64, 192] {
+            file.write_all_at(&[2], slot).expect("writing the version");
+        }
+        drop(file);
+        let err = RedbEngine::open(dir.path())
+            .err()
+            .expect("an older format is refused")
+            .to_string();
+        assert!(err.contains("format version 2"), "{err}");
+        assert!(err.contains("empty --data-dir"), "{err}");
     }
 }
