@@ -65,8 +65,12 @@ pub enum AppliedBody {
 
 /// Serde adapter that carries a prost message as its protobuf encoding.
 pub(crate) mod prost_bytes {
+    use std::fmt;
+    use std::marker::PhantomData;
+
     use prost::Message;
-    use serde::{Deserialize, Deserializer, Serializer};
+    use serde::de::{self, Visitor};
+    use serde::{Deserializer, Serializer};
 
     pub fn serialize<M: Message, S: Serializer>(msg: &M, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_bytes(&msg.encode_to_vec())
@@ -75,7 +79,51 @@ pub(crate) mod prost_bytes {
     pub fn deserialize<'de, M: Message + Default, D: Deserializer<'de>>(
         d: D,
     ) -> Result<M, D::Error> {
-        let bytes = <Vec<u8>>::deserialize(d)?;
-        M::decode(bytes.as_slice()).map_err(serde::de::Error::custom)
+        // As bytes, decoded where they lie: `Vec<u8>`'s own `Deserialize` would
+        // take them one element at a time.
+        d.deserialize_bytes(MessageVisitor(PhantomData))
+    }
+
+    struct MessageVisitor<M>(PhantomData<M>);
+
+    impl<'de, M: Message + Default> Visitor<'de> for MessageVisitor<M> {
+        type Value = M;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a protobuf-encoded message")
+        }
+
+        fn visit_bytes<E: de::Error>(self, bytes: &[u8]) -> Result<M, E> {
+            M::decode(bytes).map_err(E::custom)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use etcd_client::proto::{PbPutRequest, PbTxnOpRequest, PbTxnRequestOp};
+
+    use super::*;
+    use crate::raft::{decode, encode};
+
+    #[test]
+    fn a_txn_command_round_trips_through_the_log_encoding() {
+        let put = PbPutRequest {
+            key: b"/registry/pods/default/web".to_vec(),
+            value: vec![7; 300],
+            lease: 42,
+            prev_kv: true,
+            ..Default::default()
+        };
+        let cmd = Command::Txn(PbTxnRequest {
+            success: vec![PbTxnRequestOp {
+                request: Some(PbTxnOpRequest::RequestPut(put)),
+            }],
+            ..Default::default()
+        });
+        let bytes = encode(&cmd);
+        assert_eq!(decode::<Command>(&bytes).expect("decoding"), cmd);
+        // A cut message is an error, not a panic or a shorter command.
+        assert!(decode::<Command>(&bytes[..bytes.len() - 1]).is_err());
     }
 }

@@ -492,7 +492,14 @@ impl<'s> TxnWrite<'s> {
 
     /// etcd's applier `Put` then `storeTxnWrite.put`.
     fn put(&mut self, req: &PbPutRequest) -> Result<PbPutResponse, MvccError> {
-        let found = self.store.index.get(&req.key, self.read_rev());
+        // One look-up for the visible revision and the lease it carries.
+        let (found, old_lease) = match self.store.index.key_index(&req.key) {
+            Some(ki) => match ki.get(self.read_rev()) {
+                Some(kr) => (Some(kr), ki.lease),
+                None => (None, 0),
+            },
+            None => (None, 0),
+        };
         // The index has everything else a put needs; the value only these
         // (and only a live key has one, so a new key asks no watcher).
         let needs_prev = || {
@@ -528,10 +535,6 @@ impl<'s> TxnWrite<'s> {
         };
         self.batch
             .put(Space::Kv, rev.to_key(false), kv.encode_to_vec());
-        let old_lease = match self.store.index.key_index(&req.key) {
-            Some(ki) if found.is_some() => ki.lease,
-            _ => 0,
-        };
         let undo = self.store.index.put(&req.key, rev, lease);
         self.undo.push(Undo::Put(req.key.clone(), undo));
         if old_lease != 0 {
