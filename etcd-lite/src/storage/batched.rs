@@ -108,7 +108,7 @@ impl Shared {
         match &state.failed {
             Some(reason) => Err(EngineError::Write {
                 engine: self.engine.kind().name(),
-                source: format!("an earlier commit failed: {reason}").into(),
+                cause: format!("an earlier commit failed: {reason}").into(),
             }),
             None => Ok(()),
         }
@@ -332,7 +332,7 @@ mod tests {
             if self.fail.load(Ordering::SeqCst) {
                 return Err(EngineError::Write {
                     engine: "recording",
-                    source: "disk full".into(),
+                    cause: "disk full".into(),
                 });
             }
             self.writes.fetch_add(1, Ordering::SeqCst);

@@ -186,23 +186,25 @@ pub(crate) fn scan_limit(limit: usize) -> usize {
     }
 }
 
+/// The cause is part of the message (not a `source()`), so that one line in a
+/// log says everything and an error chain does not say it twice.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
-    #[error("opening the {engine} engine at {path}: {source}")]
+    #[error("opening the {engine} engine at {path}: {cause}")]
     Open {
         engine: &'static str,
         path: String,
-        source: Box<dyn std::error::Error + Send + Sync>,
+        cause: Box<dyn std::error::Error + Send + Sync>,
     },
-    #[error("reading from the {engine} engine: {source}")]
+    #[error("reading from the {engine} engine: {cause}")]
     Read {
         engine: &'static str,
-        source: Box<dyn std::error::Error + Send + Sync>,
+        cause: Box<dyn std::error::Error + Send + Sync>,
     },
-    #[error("writing to the {engine} engine: {source}")]
+    #[error("writing to the {engine} engine: {cause}")]
     Write {
         engine: &'static str,
-        source: Box<dyn std::error::Error + Send + Sync>,
+        cause: Box<dyn std::error::Error + Send + Sync>,
     },
 }
 
@@ -269,7 +271,7 @@ pub fn open(
     let batched = Batched::wrap(engine, batching).map_err(|source| EngineError::Open {
         engine: kind.name(),
         path: dir.display().to_string(),
-        source: Box::new(source),
+        cause: Box::new(source),
     })?;
     Ok(Arc::new(batched))
 }

@@ -54,14 +54,14 @@ fn table(space: Space) -> TableDefinition<'static, &'static [u8], &'static [u8]>
 fn read_error(source: impl Into<redb::Error>) -> EngineError {
     EngineError::Read {
         engine: ENGINE,
-        source: Box::new(source.into()),
+        cause: Box::new(source.into()),
     }
 }
 
 fn write_error(source: impl Into<redb::Error>) -> EngineError {
     EngineError::Write {
         engine: ENGINE,
-        source: Box::new(source.into()),
+        cause: Box::new(source.into()),
     }
 }
 
@@ -73,7 +73,7 @@ impl RedbEngine {
         let open_error = |source: Box<dyn std::error::Error + Send + Sync>| EngineError::Open {
             engine: ENGINE,
             path: path.display().to_string(),
-            source,
+            cause: source,
         };
         std::fs::create_dir_all(dir).map_err(|e| open_error(Box::new(e)))?;
         let db = redb::Builder::new()

@@ -76,14 +76,14 @@ fn space_end(space: Space) -> Vec<u8> {
 fn read_error(source: sled::Error) -> EngineError {
     EngineError::Read {
         engine: ENGINE,
-        source: Box::new(source),
+        cause: Box::new(source),
     }
 }
 
 fn write_error(source: sled::Error) -> EngineError {
     EngineError::Write {
         engine: ENGINE,
-        source: Box::new(source),
+        cause: Box::new(source),
     }
 }
 
@@ -94,7 +94,7 @@ impl SledEngine {
         let open_error = |source: Box<dyn std::error::Error + Send + Sync>| EngineError::Open {
             engine: ENGINE,
             path: path.display().to_string(),
-            source,
+            cause: source,
         };
         let config = sled::Config::new()
             .path(&path)
@@ -235,7 +235,7 @@ impl Engine for SledEngine {
         self.db.flush().map_err(write_error)?;
         self.log.sync_data().map_err(|e| EngineError::Write {
             engine: ENGINE,
-            source: Box::new(e),
+            cause: Box::new(e),
         })
     }
 
