@@ -54,6 +54,30 @@ pub struct PhaseResult {
 }
 
 impl PhaseResult {
+    /// Nothing run yet: what [`PhaseResult::merge`] starts from.
+    pub fn empty() -> PhaseResult {
+        PhaseResult {
+            ops: 0,
+            errors: 0,
+            first_error: None,
+            elapsed: Duration::ZERO,
+            latency_us: new_histogram(),
+        }
+    }
+
+    /// Adds another run of the same phase: counts and time add up, latencies pool.
+    pub fn merge(&mut self, other: PhaseResult) -> Result<()> {
+        self.ops += other.ops;
+        self.errors += other.errors;
+        if self.first_error.is_none() {
+            self.first_error = other.first_error;
+        }
+        self.elapsed += other.elapsed;
+        self.latency_us
+            .add(&other.latency_us)
+            .context("merge latency histograms")
+    }
+
     pub fn ops_per_sec(&self) -> f64 {
         self.ops as f64 / self.elapsed.as_secs_f64()
     }
@@ -61,13 +85,6 @@ impl PhaseResult {
     pub fn quantile_ms(&self, quantile: f64) -> f64 {
         self.latency_us.value_at_quantile(quantile) as f64 / 1000.0
     }
-}
-
-struct TaskResult {
-    ops: u64,
-    errors: u64,
-    first_error: Option<String>,
-    latency_us: Histogram<u64>,
 }
 
 fn new_histogram() -> Histogram<u64> {
@@ -101,12 +118,8 @@ pub async fn run_phase(
         let workload = workload.clone();
         tasks.push(tokio::spawn(async move {
             let mut rng = XorShift::new(task as u64 + 1);
-            let mut result = TaskResult {
-                ops: 0,
-                errors: 0,
-                first_error: None,
-                latency_us: new_histogram(),
-            };
+            // Each task's own tally; `elapsed` is the phase's, set below.
+            let mut result = PhaseResult::empty();
             loop {
                 if deadline.is_some_and(|d| Instant::now() >= d)
                     || issued.fetch_add(1, Ordering::Relaxed) >= limit
@@ -134,24 +147,9 @@ pub async fn run_phase(
             result
         }));
     }
-    let mut total = PhaseResult {
-        ops: 0,
-        errors: 0,
-        first_error: None,
-        elapsed: Duration::ZERO,
-        latency_us: new_histogram(),
-    };
+    let mut total = PhaseResult::empty();
     for task in tasks {
-        let result = task.await.context("a client task panicked")?;
-        total.ops += result.ops;
-        total.errors += result.errors;
-        if total.first_error.is_none() {
-            total.first_error = result.first_error;
-        }
-        total
-            .latency_us
-            .add(&result.latency_us)
-            .context("merge latency histograms")?;
+        total.merge(task.await.context("a client task panicked")?)?;
     }
     total.elapsed = start.elapsed();
     Ok(total)

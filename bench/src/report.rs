@@ -13,6 +13,52 @@ use crate::load::PhaseResult;
 /// How often member memory is sampled for the run's maximum.
 const RSS_SAMPLE_INTERVAL: Duration = Duration::from_millis(100);
 
+/// What one run of a phase measured on one system: the load's outcome and
+/// what it cost (a figure is `None` where it could not be read).
+pub struct Measured {
+    pub result: PhaseResult,
+    /// CPU time the members used together.
+    pub cpu_ms: Option<u64>,
+    /// CPU time this benchmark process (the clients) used.
+    pub client_cpu_ms: Option<u64>,
+    /// Raft log entries the leader appended (its raft index before and after).
+    pub raft_entries: Option<u64>,
+}
+
+/// A phase's rounds on one system, added up.
+pub struct Tally {
+    pub total: Measured,
+    /// Each round's ops/s.
+    pub rounds: Vec<f64>,
+}
+
+impl Default for Tally {
+    fn default() -> Tally {
+        Tally {
+            total: Measured {
+                result: PhaseResult::empty(),
+                cpu_ms: Some(0),
+                client_cpu_ms: Some(0),
+                raft_entries: Some(0),
+            },
+            rounds: Vec::new(),
+        }
+    }
+}
+
+impl Tally {
+    /// Adds a round; a figure unreadable in any round is unknown for the phase.
+    pub fn add(&mut self, round: Measured) -> anyhow::Result<()> {
+        let sum = |total: Option<u64>, part: Option<u64>| Some(total? + part?);
+        let total = &mut self.total;
+        total.cpu_ms = sum(total.cpu_ms, round.cpu_ms);
+        total.client_cpu_ms = sum(total.client_cpu_ms, round.client_cpu_ms);
+        total.raft_entries = sum(total.raft_entries, round.raft_entries);
+        self.rounds.push(round.result.ops_per_sec());
+        total.result.merge(round.result)
+    }
+}
+
 /// One phase's figures.
 #[derive(Clone, Debug)]
 pub struct PhaseRow {
@@ -32,19 +78,24 @@ pub struct PhaseRow {
     /// Raft log entries the leader appended per 1000 requests (its raft index
     /// before and after the phase), if its status was readable.
     pub raft_entries_per_kop: Option<f64>,
+    /// Each round's ops/s.
+    pub round_ops_per_sec: Vec<f64>,
 }
 
 impl PhaseRow {
     pub fn new(
         phase: String,
         clients: usize,
-        result: &PhaseResult,
+        tally: &Tally,
         rss_after_kib: Vec<Option<u64>>,
-        members_cpu_ms: Option<u64>,
-        client_cpu_ms: Option<u64>,
-        raft_entries: Option<u64>,
     ) -> PhaseRow {
-        let per_kop = |n: u64| n as f64 * 1000.0 / result.ops as f64;
+        let Measured {
+            result,
+            cpu_ms: members_cpu_ms,
+            client_cpu_ms,
+            raft_entries,
+        } = &tally.total;
+        let per_kop = |n: &u64| *n as f64 * 1000.0 / result.ops as f64;
         PhaseRow {
             phase,
             clients,
@@ -54,9 +105,19 @@ impl PhaseRow {
             p50_ms: result.quantile_ms(0.50),
             p99_ms: result.quantile_ms(0.99),
             rss_after_kib,
-            cpu_ms_per_kop: members_cpu_ms.filter(|_| result.ops > 0).map(per_kop),
-            client_cpu_ms_per_kop: client_cpu_ms.filter(|_| result.ops > 0).map(per_kop),
-            raft_entries_per_kop: raft_entries.filter(|_| result.ops > 0).map(per_kop),
+            cpu_ms_per_kop: members_cpu_ms
+                .as_ref()
+                .filter(|_| result.ops > 0)
+                .map(per_kop),
+            client_cpu_ms_per_kop: client_cpu_ms
+                .as_ref()
+                .filter(|_| result.ops > 0)
+                .map(per_kop),
+            raft_entries_per_kop: raft_entries
+                .as_ref()
+                .filter(|_| result.ops > 0)
+                .map(per_kop),
+            round_ops_per_sec: tally.rounds.clone(),
         }
     }
 
@@ -157,12 +218,12 @@ const HEADERS: [&str; 11] = [
     "RSS after, MiB per member",
 ];
 
-fn phase_cells(report: &SystemReport) -> Vec<[String; 11]> {
+fn phase_cells(report: &SystemReport) -> Vec<Vec<String>> {
     report
         .phases
         .iter()
         .map(|row| {
-            [
+            vec![
                 report.system.clone(),
                 row.phase.clone(),
                 row.ops.to_string(),
@@ -184,36 +245,116 @@ fn max_rss_cells(report: &SystemReport) -> [String; 2] {
     [report.system.clone(), mib_list(&per_member)]
 }
 
-/// An aligned plain-text table.
-pub fn render_text(reports: &[SystemReport]) -> String {
-    let rows: Vec<[String; 11]> = reports.iter().flat_map(phase_cells).collect();
-    let mut widths = HEADERS.map(str::len);
-    for row in &rows {
+/// Ops/s round by round for each phase, one column per system; with two
+/// systems, the first's ops/s over the second's as a last column. `None` with
+/// a single round (the main table says it all).
+fn round_table(reports: &[SystemReport]) -> Option<(Vec<String>, Vec<Vec<String>>)> {
+    let first = reports.first()?;
+    let rounds = first.phases.first()?.round_ops_per_sec.len();
+    if rounds < 2 {
+        return None;
+    }
+    let ratio = |a: f64, b: f64| format!("{:.2}×", a / b);
+    let mut headers = vec!["phase".to_string(), "round".to_string()];
+    headers.extend(reports.iter().map(|r| format!("{} ops/s", r.system)));
+    if let [a, b] = reports {
+        headers.push(format!("{} / {}", a.system, b.system));
+    }
+    let mut rows = Vec::new();
+    for (p, phase) in first.phases.iter().enumerate() {
+        let rows_of: Vec<&PhaseRow> = reports.iter().filter_map(|r| r.phases.get(p)).collect();
+        if rows_of.len() != reports.len() {
+            continue;
+        }
+        for round in 0..rounds {
+            let figures: Vec<f64> = rows_of
+                .iter()
+                .map(|row| {
+                    row.round_ops_per_sec
+                        .get(round)
+                        .copied()
+                        .unwrap_or(f64::NAN)
+                })
+                .collect();
+            let mut cells = vec![phase.phase.clone(), (round + 1).to_string()];
+            cells.extend(figures.iter().map(|x| format!("{x:.0}")));
+            if let [a, b] = figures[..] {
+                cells.push(ratio(a, b));
+            }
+            rows.push(cells);
+        }
+        let mut cells = vec![phase.phase.clone(), "all".to_string()];
+        cells.extend(rows_of.iter().map(|row| format!("{:.0}", row.ops_per_sec)));
+        if let [a, b] = rows_of[..] {
+            cells.push(ratio(a.ops_per_sec, b.ops_per_sec));
+        }
+        rows.push(cells);
+    }
+    Some((headers, rows))
+}
+
+/// Columns of text (left-aligned) before the columns of figures (right-aligned).
+const TEXT_COLUMNS: usize = 2;
+
+/// Cells padded to each column's width.
+fn aligned(headers: &[String], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.len());
+            *width = (*width).max(cell.chars().count());
         }
     }
     let line = |cells: &[String]| {
-        cells
+        let cells: Vec<String> = cells
             .iter()
-            .zip(widths)
+            .zip(&widths)
             .enumerate()
-            .map(|(i, (cell, width))| {
-                // Text columns left-aligned, figures right-aligned.
-                if i < 2 {
+            .map(|(i, (cell, &width))| {
+                if i < TEXT_COLUMNS {
                     format!("{cell:<width$}")
                 } else {
                     format!("{cell:>width$}")
                 }
             })
-            .collect::<Vec<_>>()
-            .join("  ")
+            .collect();
+        cells.join("  ").trim_end().to_string() + "\n"
     };
-    let mut out = line(&HEADERS.map(String::from));
+    let mut out = line(headers);
+    for row in rows {
+        out.push_str(&line(row));
+    }
+    out
+}
+
+/// A Markdown table; the first `text_columns` left-aligned, the figures right-aligned.
+fn markdown_table(headers: &[String], rows: &[Vec<String>], text_columns: usize) -> String {
+    let mut out = format!("| {} |\n|", headers.join(" | "));
+    for column in 0..headers.len() {
+        out.push_str(if column < text_columns {
+            "---|"
+        } else {
+            "--:|"
+        });
+    }
     out.push('\n');
-    for row in &rows {
-        out.push_str(line(row).trim_end());
-        out.push('\n');
+    for row in rows {
+        out.push_str(&format!("| {} |\n", row.join(" | ")));
+    }
+    out
+}
+
+fn main_headers() -> Vec<String> {
+    HEADERS.iter().map(|h| h.to_string()).collect()
+}
+
+/// Aligned plain-text tables: the phases, the rounds (if more than one) and
+/// each system's highest member RSS.
+pub fn render_text(reports: &[SystemReport]) -> String {
+    let rows: Vec<Vec<String>> = reports.iter().flat_map(phase_cells).collect();
+    let mut out = aligned(&main_headers(), &rows);
+    if let Some((headers, rows)) = round_table(reports) {
+        out.push_str("\nops/s round by round (the systems take turns):\n");
+        out.push_str(&aligned(&headers, &rows));
     }
     out.push_str("\nmax RSS over the run, MiB per member:\n");
     for report in reports {
@@ -226,19 +367,16 @@ pub fn render_text(reports: &[SystemReport]) -> String {
 /// Markdown tables, preceded by the command that produced them.
 pub fn render_markdown(reports: &[SystemReport], command: &str) -> String {
     let mut out = format!("Command: `{command}`\n\n");
-    out.push_str(&format!("| {} |\n", HEADERS.join(" | ")));
-    // The system and phase columns left-aligned, the figures right-aligned.
-    let alignment: String = (0..HEADERS.len())
-        .map(|column| if column < 2 { "---|" } else { "--:|" })
-        .collect();
-    out.push_str(&format!("|{alignment}\n"));
-    for row in reports.iter().flat_map(phase_cells) {
-        out.push_str(&format!("| {} |\n", row.join(" | ")));
+    let rows: Vec<Vec<String>> = reports.iter().flat_map(phase_cells).collect();
+    out.push_str(&markdown_table(&main_headers(), &rows, TEXT_COLUMNS));
+    if let Some((headers, rows)) = round_table(reports) {
+        out.push('\n');
+        out.push_str(&markdown_table(&headers, &rows, TEXT_COLUMNS));
     }
-    out.push_str("\n| system | max RSS over the run, MiB per member |\n|---|--:|\n");
-    for report in reports {
-        out.push_str(&format!("| {} |\n", max_rss_cells(report).join(" | ")));
-    }
+    let rss: Vec<Vec<String>> = reports.iter().map(|r| max_rss_cells(r).to_vec()).collect();
+    let headers = ["system", "max RSS over the run, MiB per member"].map(String::from);
+    out.push('\n');
+    out.push_str(&markdown_table(&headers, &rss, 1));
     out
 }
 
@@ -247,6 +385,12 @@ mod tests {
     use super::*;
 
     fn sample() -> SystemReport {
+        named("etcd 3.4", &[588.4, 6436.0], vec![])
+    }
+
+    /// A report with one phase per figure in `ops_per_sec`, each run in `rounds`.
+    fn named(system: &str, ops_per_sec: &[f64], rounds: Vec<f64>) -> SystemReport {
+        let names = ["put, 1 client", "get, 64 clients"];
         let row = |phase: &str, ops_per_sec| PhaseRow {
             phase: phase.into(),
             clients: 1,
@@ -259,12 +403,47 @@ mod tests {
             cpu_ms_per_kop: Some(123.4),
             client_cpu_ms_per_kop: Some(45.6),
             raft_entries_per_kop: Some(87.6),
+            round_ops_per_sec: rounds.clone(),
         };
         SystemReport {
-            system: "etcd 3.4".into(),
-            phases: vec![row("put, 1 client", 588.4), row("get, 64 clients", 6436.0)],
+            system: system.into(),
+            phases: names
+                .iter()
+                .zip(ops_per_sec)
+                .map(|(n, &x)| row(n, x))
+                .collect(),
             max_rss_kib: vec![12 * 1024, 20 * 1024, 31 * 1024],
         }
+    }
+
+    #[test]
+    fn rounds_table_lists_each_round_and_the_ratio() {
+        let a = named("etcd-lite", &[900.0, 12000.0], vec![1000.0, 800.0]);
+        let b = named("etcd 3.4", &[600.0, 8000.0], vec![500.0, 700.0]);
+        let markdown = render_markdown(&[a.clone(), b.clone()], "etcd-bench");
+        assert!(markdown.contains(
+            "| phase | round | etcd-lite ops/s | etcd 3.4 ops/s | etcd-lite / etcd 3.4 |\n|---|---|--:|--:|--:|\n"
+        ), "{markdown}");
+        assert!(
+            markdown.contains("| put, 1 client | 1 | 1000 | 500 | 2.00× |\n"),
+            "{markdown}"
+        );
+        assert!(
+            markdown.contains("| put, 1 client | 2 | 800 | 700 | 1.14× |\n"),
+            "{markdown}"
+        );
+        assert!(
+            markdown.contains("| put, 1 client | all | 900 | 600 | 1.50× |\n"),
+            "{markdown}"
+        );
+        assert!(
+            markdown.contains("| get, 64 clients | all | 12000 | 8000 | 1.50× |\n"),
+            "{markdown}"
+        );
+        let text = render_text(&[a, b]);
+        assert!(text.contains("round by round"), "{text}");
+        // One round: no round table.
+        assert!(!render_text(&[sample()]).contains("round by round"));
     }
 
     #[test]
