@@ -1,6 +1,6 @@
-//! The Maintenance service: Status and the (empty) alarm list. The bbolt-specific
-//! calls (Snapshot, Defragment, Hash, HashKV) and MoveLeader/Downgrade are refused
-//! with a clear "not implemented" status.
+//! The Maintenance service: Status, Defragment and the (empty) alarm list. The
+//! bbolt-specific calls (Snapshot, Hash, HashKV) and MoveLeader/Downgrade are
+//! refused with a clear "not implemented" status.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -16,6 +16,8 @@ use tonic::{Request, Response, Status};
 
 use super::errors::ApiError;
 use super::EtcdServer;
+use crate::mvcc::MvccError;
+use crate::storage::EngineError;
 
 /// The etcd API version this server speaks (what `etcdctl endpoint status` shows).
 pub const SERVER_VERSION: &str = "3.4.0";
@@ -72,11 +74,31 @@ impl PbMaintenanceService for MaintenanceService {
         }))
     }
 
+    /// Defragments this member's storage engine (not the cluster's, as in etcd).
     async fn defragment(
         &self,
         _req: Request<PbDefragmentRequest>,
     ) -> Result<Response<PbDefragmentResponse>, Status> {
-        Err(ApiError::Unimplemented("Defragment").into())
+        let engine = self.server.sm().engine().clone();
+        let started = std::time::Instant::now();
+        let before = engine.size_bytes();
+        tokio::task::spawn_blocking(move || engine.defragment())
+            .await
+            .map_err(|e| Status::internal(format!("defragmenting: {e}")))?
+            .map_err(|e| match e {
+                EngineError::Unsupported { .. } => Status::unimplemented(e.to_string()),
+                e => ApiError::Mvcc(MvccError::Storage(e.to_string())).into(),
+            })?;
+        let after = self.server.sm().engine().size_bytes();
+        tracing::info!(
+            before_bytes = before,
+            after_bytes = after,
+            took = ?started.elapsed(),
+            "defragmented the storage engine"
+        );
+        Ok(Response::new(PbDefragmentResponse {
+            header: Some(self.server.current_header()),
+        }))
     }
 
     async fn hash(&self, _req: Request<PbHashRequest>) -> Result<Response<PbHashResponse>, Status> {

@@ -277,6 +277,13 @@ impl Engine for Batched {
     fn size_bytes(&self) -> u64 {
         self.shared.engine.size_bytes()
     }
+
+    /// Commits the batches still in memory first, so that what they free
+    /// (compacted revisions, deleted keys) is given back too.
+    fn defragment(&self) -> Result<(), EngineError> {
+        self.flush()?;
+        self.shared.engine.defragment()
+    }
 }
 
 impl Drop for Batched {
@@ -307,6 +314,8 @@ mod tests {
         inner: MemoryEngine,
         writes: AtomicUsize,
         durable: AtomicUsize,
+        /// `writes` when `defragment` was last called.
+        writes_at_defragment: AtomicUsize,
         fail: AtomicBool,
         hold: Mutex<()>,
     }
@@ -347,6 +356,11 @@ mod tests {
         }
         fn size_bytes(&self) -> u64 {
             0
+        }
+        fn defragment(&self) -> Result<(), EngineError> {
+            let writes = self.writes.load(Ordering::SeqCst);
+            self.writes_at_defragment.store(writes, Ordering::SeqCst);
+            Ok(())
         }
     }
 
@@ -393,6 +407,16 @@ mod tests {
             None,
             "spaces apart"
         );
+    }
+
+    #[test]
+    fn defragment_commits_the_pending_writes_first() {
+        let (inner, batched) = wrap(SLOW);
+        put(&batched, b"a", b"1");
+        delete(&batched, b"a");
+        batched.defragment().expect("defragment");
+        assert_eq!(inner.writes_at_defragment.load(Ordering::SeqCst), 1);
+        assert_eq!(inner.durable.load(Ordering::SeqCst), 1, "durable first");
     }
 
     #[test]

@@ -206,6 +206,12 @@ pub enum EngineError {
         engine: &'static str,
         cause: Box<dyn std::error::Error + Send + Sync>,
     },
+    #[error("the {engine} engine cannot {what}: {why}")]
+    Unsupported {
+        engine: &'static str,
+        what: &'static str,
+        why: &'static str,
+    },
 }
 
 /// The storage engine interface; see the module docs for the guarantees.
@@ -232,6 +238,10 @@ pub trait Engine: Send + Sync + 'static {
 
     /// Bytes the engine occupies on disk (in memory for the memory engine).
     fn size_bytes(&self) -> u64;
+
+    /// Gives the free space inside the engine's files back to the file system
+    /// (etcd's defragmentation), blocking reads and writes meanwhile.
+    fn defragment(&self) -> Result<(), EngineError>;
 }
 
 /// Which engine backs a data directory.

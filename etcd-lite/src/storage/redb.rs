@@ -6,6 +6,7 @@
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::RwLock;
 
 use redb::{ReadableDatabase, TableDefinition};
 
@@ -36,7 +37,9 @@ type Table<'txn> = redb::Table<'txn, &'static [u8], &'static [u8]>;
 ///
 /// After a crash, opening the file repairs it, walking the whole database.
 pub struct RedbEngine {
-    db: redb::Database,
+    /// Shared by reads and writes; [`Engine::defragment`] takes it alone, as
+    /// redb compacts only with no transaction open.
+    db: RwLock<redb::Database>,
     path: PathBuf,
     /// Non-durable commits since the last durable one.
     non_durable: AtomicUsize,
@@ -91,7 +94,7 @@ impl RedbEngine {
                 e => open_error(Box::new(e)),
             })?;
         Ok(Self {
-            db,
+            db: RwLock::new(db),
             path,
             non_durable: AtomicUsize::new(0),
         })
@@ -135,7 +138,8 @@ impl RedbEngine {
     }
 
     fn commit(&self, ops: Vec<Op>, durability: Durability) -> Result<(), EngineError> {
-        let mut txn = self.db.begin_write().map_err(write_error)?;
+        let db = self.db.read().expect("redb database lock poisoned");
+        let mut txn = db.begin_write().map_err(write_error)?;
         Self::apply(&txn, ops)?;
         // Counted while holding the write transaction, which is exclusive.
         let durable = durability == Durability::Immediate
@@ -161,7 +165,8 @@ impl RedbEngine {
             &redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
         ) -> Result<T, redb::StorageError>,
     ) -> Result<T, EngineError> {
-        let txn = self.db.begin_read().map_err(read_error)?;
+        let db = self.db.read().expect("redb database lock poisoned");
+        let txn = db.begin_read().map_err(read_error)?;
         match txn.open_table(table(space)) {
             Ok(table) => read(&table).map_err(read_error),
             Err(redb::TableError::TableDoesNotExist(_)) => Ok(empty),
@@ -225,6 +230,16 @@ impl Engine for RedbEngine {
     fn size_bytes(&self) -> u64 {
         std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0)
     }
+
+    /// redb's `compact`: moves pages towards the start of the file and cuts
+    /// off the free space at its end. Reads and writes wait meanwhile.
+    fn defragment(&self) -> Result<(), EngineError> {
+        let mut db = self.db.write().expect("redb database lock poisoned");
+        db.compact().map_err(write_error)?;
+        // The commits `compact` makes are durable, so the counter starts over.
+        self.non_durable.store(0, Ordering::Relaxed);
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -252,5 +267,54 @@ mod tests {
             .to_string();
         assert!(err.contains("format version 2"), "{err}");
         assert!(err.contains("empty --data-dir"), "{err}");
+    }
+
+    #[test]
+    fn defragment_shrinks_the_file_and_keeps_every_key() {
+        let dir = tempfile::tempdir().expect("creating a temp dir");
+        let engine = RedbEngine::open(dir.path()).expect("creating the database");
+        let key = |i: u32| format!("key-{i:06}").into_bytes();
+        for chunk in 0..20u32 {
+            let mut batch = WriteBatch::new();
+            for i in chunk * 1000..(chunk + 1) * 1000 {
+                batch.put(Space::Kv, key(i), vec![b'v'; 512]);
+            }
+            engine.write(batch, Durability::Immediate).expect("writing");
+        }
+        // Delete all but every hundredth key: most pages become free space.
+        let mut batch = WriteBatch::new();
+        for i in (0..20_000).filter(|i| i % 100 != 0) {
+            batch.delete(Space::Kv, key(i));
+        }
+        engine
+            .write(batch, Durability::Immediate)
+            .expect("deleting");
+        let before = engine.size_bytes();
+
+        engine.defragment().expect("defragmenting");
+
+        let after = engine.size_bytes();
+        assert!(after < before / 2, "{before} bytes before, {after} after");
+        let kept = engine
+            .scan(Space::Kv, ScanRange::all(), false, 0)
+            .expect("scanning");
+        let expected: Vec<Vec<u8>> = (0..20_000).step_by(100).map(key).collect();
+        assert_eq!(
+            kept.into_iter().map(|(k, _)| k).collect::<Vec<_>>(),
+            expected
+        );
+        // Still writable, and the file reopens.
+        let mut batch = WriteBatch::new();
+        batch.put(Space::Kv, b"after".to_vec(), b"defrag".to_vec());
+        engine
+            .write(batch, Durability::Deferred)
+            .expect("writing after");
+        drop(engine);
+        let engine = RedbEngine::open(dir.path()).expect("reopening");
+        assert_eq!(
+            engine.get(Space::Kv, b"after").expect("reading"),
+            Some(b"defrag".to_vec())
+        );
+        assert!(engine.get(Space::Kv, &key(100)).expect("reading").is_some());
     }
 }

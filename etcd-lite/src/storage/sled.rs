@@ -243,6 +243,14 @@ impl Engine for SledEngine {
     fn size_bytes(&self) -> u64 {
         self.db.size_on_disk().unwrap_or(0)
     }
+
+    fn defragment(&self) -> Result<(), EngineError> {
+        Err(EngineError::Unsupported {
+            engine: ENGINE,
+            what: "defragment",
+            why: "sled rewrites its own segments as they empty and has no call for it",
+        })
+    }
 }
 
 /// A clean close keeps `Deferred` batches too: sled itself only promises
