@@ -37,6 +37,7 @@ scenarios!(
     key_attached_to_an_expired_lease_is_deleted,
     compaction_makes_older_revisions_unreadable,
     defrag_gives_back_the_space_of_compacted_revisions,
+    endpoint_hashkv_agrees_across_members_and_is_stable_per_revision,
     member_list_and_endpoint_status_agree_on_members_and_leader,
     endpoint_health_passes_and_cluster_serves_with_one_member_down,
     invalid_requests_get_etcds_errors,
@@ -454,6 +455,61 @@ fn defrag_gives_back_the_space_of_compacted_revisions(binary: Binary) {
     // Nothing that was live is gone.
     assert_eq!(etcdctl.ok(&["get", "/defrag-done"]), "/defrag-done\nyes\n");
     assert_eq!(etcdctl.ok(&["get", "--prefix", "/defrag/"]), "");
+}
+
+fn endpoint_hashkv_agrees_across_members_and_is_stable_per_revision(binary: Binary) {
+    let cluster = Cluster::spawn(binary, 3);
+    let etcdctl = cluster.etcdctl();
+    // Each member's hash, once every member answers (a follower may not have
+    // applied the revision yet) and all three agree.
+    let hash = |extra: Option<String>| -> String {
+        wait_for(
+            "every member to report the same hash",
+            EVENT_TIMEOUT,
+            || {
+                let mut args = vec!["endpoint".to_string(), "hashkv".to_string()];
+                args.extend(extra.clone());
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                let out = etcdctl.run(&args);
+                if !out.success() {
+                    return None;
+                }
+                let hashes: Vec<&str> = out
+                    .stdout
+                    .lines()
+                    .map(|line| line.split(", ").nth(1).expect("ENDPOINT, HASH"))
+                    .collect();
+                assert_eq!(hashes.len(), cluster.len(), "{}", out.stdout);
+                hashes
+                    .iter()
+                    .all(|h| *h == hashes[0])
+                    .then(|| hashes[0].to_string())
+            },
+        )
+    };
+
+    etcdctl.ok(&["put", "/h/a", "1"]);
+    etcdctl.ok(&["put", "/h/b", "2"]);
+    let rev = revision(&etcdctl.json(&["put", "/h/a", "3"]));
+    let at_rev = hash(Some(format!("--rev={rev}")));
+    assert!(at_rev.parse::<u32>().is_ok(), "{at_rev}");
+
+    // A later write changes the hash of the present, not the one at `rev`.
+    etcdctl.ok(&["put", "/h/c", "4"]);
+    assert_ne!(hash(None), at_rev);
+    assert_eq!(hash(Some(format!("--rev={rev}"))), at_rev);
+
+    // History before a compaction can no longer be hashed.
+    etcdctl.ok(&["compaction", "--physical", &rev.to_string()]);
+    let compacted = etcdctl.run(&["endpoint", "hashkv", &format!("--rev={}", rev - 1)]);
+    assert!(!compacted.success(), "{compacted:?}");
+    assert!(
+        compacted
+            .stderr
+            .contains("etcdserver: mvcc: required revision has been compacted"),
+        "{}",
+        compacted.stderr
+    );
 }
 
 fn member_list_and_endpoint_status_agree_on_members_and_leader(binary: Binary) {

@@ -57,6 +57,41 @@ mod tests {
     }
 
     #[test]
+    fn hash_kv_is_stable_per_revision_and_shared_by_stores_with_one_history() {
+        let mut h = history();
+        let at7 = h.store.hash_kv(7).expect("hash at 7");
+        assert_eq!(at7.hash_revision, 7);
+        assert_eq!(h.store.hash_kv(0).expect("hash now"), at7, "0 is now");
+        assert_ne!(h.store.hash_kv(6).expect("hash at 6").hash, at7.hash);
+
+        h.put("d", "d8");
+        assert_eq!(h.store.hash_kv(7).expect("hash at 7").hash, at7.hash);
+        let now = h.store.hash_kv(0).expect("hash now");
+        assert_ne!(now.hash, at7.hash);
+        assert_eq!((now.revision, now.hash_revision), (8, 8));
+
+        // Another store that applied the same history agrees; one that did not, does not.
+        let mut same = history();
+        same.put("d", "d8");
+        assert_eq!(same.store.hash_kv(0).expect("hash").hash, now.hash);
+        let mut other = history();
+        other.put("d", "other");
+        assert_ne!(other.store.hash_kv(0).expect("hash").hash, now.hash);
+
+        // A compaction changes what is stored before it, and so the hash, alike on both.
+        assert_eq!(h.store.hash_kv(0).unwrap().compact_revision, -1);
+        h.apply(Command::Compact { revision: 5 });
+        same.apply(Command::Compact { revision: 5 });
+        let compacted = h.store.hash_kv(0).expect("hash after compaction");
+        assert_eq!(compacted.compact_revision, 5);
+        assert_eq!(same.store.hash_kv(0).unwrap().hash, compacted.hash);
+        assert_eq!(h.store.hash_kv(5), Err(MvccError::Compacted));
+        assert_eq!(h.store.hash_kv(4), Err(MvccError::Compacted));
+        assert_eq!(h.store.hash_kv(10), Err(MvccError::FutureRevision));
+        assert!(h.store.hash_kv(6).is_ok());
+    }
+
+    #[test]
     fn compact_refuses_future_and_already_compacted_revisions() {
         let mut h = history();
         let compact = |h: &mut Harness, revision| h.apply(Command::Compact { revision });

@@ -29,5 +29,5 @@ mod txn;
 pub use self::command::{Applied, AppliedBody, Command, MemberAttributes};
 pub use self::error::MvccError;
 pub use self::lease::{LeaseInfo, MAX_LEASE_TTL};
-pub use self::store::Store;
+pub use self::store::{KvHash, Store};
 pub use self::txn::validate_txn;

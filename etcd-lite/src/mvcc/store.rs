@@ -10,6 +10,7 @@
 //! the engine always holds the state after a whole number of commands.
 
 use std::collections::{BTreeMap, HashMap};
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use etcd_client::proto::{PbEvent, PbKeyValue, PbRangeRequest, PbRangeResponse};
@@ -83,6 +84,18 @@ pub(super) fn is_deterministic(err: &MvccError) -> bool {
     !matches!(err, MvccError::Storage(_) | MvccError::Corrupt { .. })
 }
 
+/// What [`Store::hash_kv`] returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KvHash {
+    pub hash: u32,
+    /// The last compaction's revision (-1 before the first), as etcd reports it.
+    pub compact_revision: i64,
+    /// The store's revision when it was computed.
+    pub revision: i64,
+    /// The revision the hash covers history up to.
+    pub hash_revision: i64,
+}
+
 /// etcd's MVCC keyspace, leases and published members, over an [`Engine`].
 ///
 /// # To ensure correctness
@@ -123,27 +136,17 @@ impl Store {
 
         let mut index = TreeIndex::default();
         let mut last_main = 1;
-        let mut start = Vec::new();
-        loop {
-            let chunk = engine.scan(Space::Kv, ScanRange::new(&start, None), false, SCAN_CHUNK)?;
-            for (key, value) in &chunk {
-                let (rev, tombstone) = Revision::from_key(key)?;
-                let kv = decode_kv(value)?;
-                if tombstone {
-                    index.restore_tombstone(&kv.key, rev);
-                } else {
-                    index.restore_put(&kv.key, rev, kv.create_revision, kv.version, kv.lease);
-                }
-                last_main = rev.main;
+        scan_revisions(engine.as_ref(), &[], None, |key, value| {
+            let (rev, tombstone) = Revision::from_key(key)?;
+            let kv = decode_kv(value)?;
+            if tombstone {
+                index.restore_tombstone(&kv.key, rev);
+            } else {
+                index.restore_put(&kv.key, rev, kv.create_revision, kv.version, kv.lease);
             }
-            match chunk.last() {
-                Some((key, _)) if chunk.len() == SCAN_CHUNK => {
-                    start = key.clone();
-                    start.push(0);
-                }
-                _ => break,
-            }
-        }
+            last_main = rev.main;
+            Ok(ControlFlow::Continue(()))
+        })?;
 
         let mut members = BTreeMap::new();
         let member_end = b"member0"; // '0' follows '/'
@@ -449,33 +452,33 @@ impl Store {
         }
         let range = KeyRange::new(key, range_end);
         let end = Revision::start_key(end_rev + 1);
-        let mut start = Revision::start_key(start_rev).to_vec();
+        let start = Revision::start_key(start_rev);
         // Events of the revision being read, added to `events` once it is whole.
         let mut group: Vec<PbEvent> = Vec::new();
         let mut group_rev = 0;
         let fits = |events: &Vec<PbEvent>, group: &Vec<PbEvent>| {
             limit == 0 || events.is_empty() || events.len() + group.len() <= limit
         };
-        loop {
-            let chunk = self.engine.scan(
-                Space::Kv,
-                ScanRange::new(&start, Some(&end)),
-                false,
-                SCAN_CHUNK,
-            )?;
-            for (stored_key, value) in &chunk {
+        let mut full = false;
+        scan_revisions(
+            self.engine.as_ref(),
+            &start,
+            Some(&end),
+            |stored_key, value| {
                 let (rev, tombstone) = Revision::from_key(stored_key)?;
                 let mut kv = decode_kv(value)?;
                 if !range.contains(&kv.key) {
-                    continue;
+                    return Ok(ControlFlow::Continue(()));
                 }
                 if rev.main != group_rev {
                     if !fits(&events, &group) {
-                        return Ok(events);
+                        full = true;
+                        return Ok(ControlFlow::Break(()));
                     }
                     events.append(&mut group);
                     if limit > 0 && events.len() >= limit {
-                        return Ok(events);
+                        full = true;
+                        return Ok(ControlFlow::Break(()));
                     }
                     group_rev = rev.main;
                 }
@@ -496,19 +499,45 @@ impl Store {
                     kv: Some(kv),
                     prev_kv,
                 });
-            }
-            match chunk.last() {
-                Some((key, _)) if chunk.len() == SCAN_CHUNK => {
-                    start = key.clone();
-                    start.push(0);
-                }
-                _ => break,
-            }
-        }
-        if fits(&events, &group) {
+                Ok(ControlFlow::Continue(()))
+            },
+        )?;
+        if !full && fits(&events, &group) {
             events.append(&mut group);
         }
         Ok(events)
+    }
+
+    /// etcd's `HashKV`: a CRC-32 of every stored revision up to `rev` (the
+    /// current one when 0), key and value as stored, in revision order. It
+    /// covers what a compaction kept, so members that applied the same log
+    /// agree on it, and a later write does not change the hash at `rev`.
+    /// (The figure is etcd-lite's own: etcd stores revisions in another form.)
+    ///
+    /// Refused as etcd refuses it: `Compacted` when `rev` is at or below the
+    /// compacted revision, `FutureRevision` when above the current one.
+    pub fn hash_kv(&self, rev: i64) -> Result<KvHash, MvccError> {
+        if rev > 0 && rev <= self.compact_rev {
+            return Err(MvccError::Compacted);
+        }
+        if rev > self.current_rev {
+            return Err(MvccError::FutureRevision);
+        }
+        let rev = if rev == 0 { self.current_rev } else { rev };
+        let mut hasher = crc32fast::Hasher::new();
+        hasher.update(Space::Kv.name().as_bytes());
+        let end = Revision::start_key(rev + 1);
+        scan_revisions(self.engine.as_ref(), &[], Some(&end), |key, value| {
+            hasher.update(key);
+            hasher.update(value);
+            Ok(ControlFlow::Continue(()))
+        })?;
+        Ok(KvHash {
+            hash: hasher.finalize(),
+            compact_revision: self.compact_rev,
+            revision: self.current_rev,
+            hash_revision: rev,
+        })
     }
 
     /// The value of `key` at `rev`, None when it had none or `rev` is compacted.
@@ -519,6 +548,33 @@ impl Store {
         match self.index.get(key, rev) {
             Some(kr) => self.read_kv(kr.modified, &[]).map(Some),
             None => Ok(None),
+        }
+    }
+}
+
+/// Calls `visit` with each stored revision in `[start, end)` (to the last one
+/// when `end` is `None`), key and value as stored, in revision order, reading
+/// the engine [`SCAN_CHUNK`] entries at a time, until `visit` breaks.
+fn scan_revisions(
+    engine: &dyn Engine,
+    start: &[u8],
+    end: Option<&[u8]>,
+    mut visit: impl FnMut(&[u8], &[u8]) -> Result<ControlFlow<()>, MvccError>,
+) -> Result<(), MvccError> {
+    let mut start = start.to_vec();
+    loop {
+        let chunk = engine.scan(Space::Kv, ScanRange::new(&start, end), false, SCAN_CHUNK)?;
+        for (key, value) in &chunk {
+            if visit(key, value)?.is_break() {
+                return Ok(());
+            }
+        }
+        match chunk.last() {
+            Some((key, _)) if chunk.len() == SCAN_CHUNK => {
+                start = key.clone();
+                start.push(0);
+            }
+            _ => return Ok(()),
         }
     }
 }
