@@ -317,4 +317,30 @@ mod tests {
         );
         assert!(engine.get(Space::Kv, &key(100)).expect("reading").is_some());
     }
+    #[test]
+    fn defragment_runs_between_concurrent_writes_and_reads() {
+        let dir = tempfile::tempdir().expect("creating a temp dir");
+        let engine = std::sync::Arc::new(RedbEngine::open(dir.path()).expect("creating"));
+        let writer = {
+            let engine = engine.clone();
+            std::thread::spawn(move || {
+                for i in 0..2000u32 {
+                    let mut batch = WriteBatch::new();
+                    batch.put(Space::Kv, i.to_be_bytes().to_vec(), vec![b'v'; 256]);
+                    engine.write(batch, Durability::Deferred).expect("writing");
+                    engine.get(Space::Kv, &i.to_be_bytes()).expect("reading");
+                }
+            })
+        };
+        for _ in 0..5 {
+            engine
+                .defragment()
+                .expect("defragmenting while writes go on");
+        }
+        writer.join().expect("writer thread");
+        let all = engine
+            .scan(Space::Kv, ScanRange::all(), false, 0)
+            .expect("scanning");
+        assert_eq!(all.len(), 2000);
+    }
 }
