@@ -212,6 +212,26 @@ async fn local_keys(c: &TestCluster, i: usize, prefix: &str) -> BTreeSet<String>
         .collect()
 }
 
+/// Waits until members `ids` hash their stored history up to `revision` alike
+/// (a member may still be applying up to it) and returns that hash.
+async fn agreed_history_hash(c: &TestCluster, ids: &[usize], revision: i64) -> u32 {
+    wait_for(
+        Duration::from_secs(10),
+        "the members to hash their history alike",
+        || async {
+            let mut hashes = Vec::new();
+            for &i in ids {
+                match c.client(i).await.hash_kv(revision).await {
+                    Ok(resp) => hashes.push(resp.hash()),
+                    Err(_) => return None,
+                }
+            }
+            hashes.windows(2).all(|w| w[0] == w[1]).then(|| hashes[0])
+        },
+    )
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn leader_failover_keeps_every_acknowledged_write_and_watch_order() {
     let mut c = TestCluster::start(3, &[]).await;
@@ -267,6 +287,15 @@ async fn leader_failover_keeps_every_acknowledged_write_and_watch_order() {
             "member {i} lost acknowledged writes"
         );
     }
+    // Beyond the keys: the survivors hold the same history, revision by revision.
+    let revision = writer
+        .get("failover/", None)
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision();
+    agreed_history_hash(&c, &[survivor, other], revision).await;
 
     // The watch saw every acknowledged key, in strictly increasing revisions.
     let mut seen = BTreeSet::new();
@@ -385,6 +414,9 @@ async fn a_member_that_was_down_catches_up_by_snapshot() {
     let ours = client.get("snap/0123", None).await.unwrap();
     assert_eq!(theirs.kvs()[0].value(), b"v123");
     assert_eq!(theirs.kvs()[0].mod_revision(), ours.kvs()[0].mod_revision());
+    // And the whole history the snapshot carried is the leader's.
+    let revision = ours.header().unwrap().revision();
+    agreed_history_hash(&c, &[leader, lagging], revision).await;
     c.shutdown().await;
 }
 
