@@ -123,19 +123,23 @@ fn acknowledged_writes_survive_sigkill_of_leader_and_follower(engine: &str) {
     let after_restart = every_member_serves_and_agrees(&rt, &urls, &acknowledged);
     assert!(
         after_restart == agreed,
-        "restarting the whole cluster changed the contents of {PREFIX}: \
-         revision {} with {} keys before, revision {} with {} keys after",
+        "restarting the whole cluster changed the contents of {PREFIX} or the history: \
+         revision {} with {} keys (history hash {:?}) before, \
+         revision {} with {} keys (history hash {:?}) after",
         agreed.revision,
         agreed.kvs.len(),
+        agreed.history_hash,
         after_restart.revision,
-        after_restart.kvs.len()
+        after_restart.kvs.len(),
+        after_restart.history_hash
     );
 }
 
 /// Waits until every member serves, from its own state (serializable reads),
 /// every acknowledged key with the value written, then until linearizable
 /// reads through every member return the same revision and contents under
-/// [`PREFIX`]; returns those.
+/// [`PREFIX`], and every member hashes its stored history up to that
+/// revision alike (HashKV); returns those.
 fn every_member_serves_and_agrees(
     rt: &Runtime,
     urls: &[String],
@@ -172,6 +176,21 @@ fn every_member_serves_and_agrees(
         }
         Ok(reads.swap_remove(0))
     });
+    let revision = agreed.revision;
+    let history_hash = eventually("every member to hash its history alike", || {
+        let mut hashes = Vec::new();
+        for url in urls {
+            hashes.push(rt.block_on(history_hash(url, revision))?);
+        }
+        if hashes.iter().any(|h| *h != hashes[0]) {
+            return Err(format!("members' history hashes differ: {hashes:?}"));
+        }
+        Ok(hashes[0])
+    });
+    let agreed = Contents {
+        history_hash: Some(history_hash),
+        ..agreed
+    };
     for key in acknowledged {
         let value = agreed.kvs.get(key).map(|(value, _)| value);
         assert_eq!(
@@ -258,6 +277,8 @@ struct Contents {
     revision: i64,
     /// key -> (value, mod revision)
     kvs: BTreeMap<String, (Vec<u8>, i64)>,
+    /// The members' HashKV at `revision`, once they agree on it.
+    history_hash: Option<u32>,
 }
 
 /// Longer than a member's own request timeout (5 s plus two election
@@ -267,12 +288,7 @@ const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Reads [`PREFIX`] through the member at `url` alone.
 async fn read_prefix(url: &str, read: Read) -> Result<Contents, String> {
-    let options = ConnectOptions::new()
-        .with_connect_timeout(Duration::from_secs(1))
-        .with_timeout(READ_TIMEOUT);
-    let mut client = Client::connect([url], Some(options))
-        .await
-        .map_err(|e| format!("connect to {url}: {e}"))?;
+    let mut client = connect(url).await?;
     let mut get = GetOptions::new().with_prefix();
     if let Read::Serializable = read {
         get = get.with_serializable();
@@ -293,7 +309,31 @@ async fn read_prefix(url: &str, read: Read) -> Result<Contents, String> {
             (key, (kv.value().to_vec(), kv.mod_revision()))
         })
         .collect();
-    Ok(Contents { revision, kvs })
+    Ok(Contents {
+        revision,
+        kvs,
+        history_hash: None,
+    })
+}
+
+/// A client of the member at `url` alone, with [`READ_TIMEOUT`] per request.
+async fn connect(url: &str) -> Result<Client, String> {
+    let options = ConnectOptions::new()
+        .with_connect_timeout(Duration::from_secs(1))
+        .with_timeout(READ_TIMEOUT);
+    Client::connect([url], Some(options))
+        .await
+        .map_err(|e| format!("connect to {url}: {e}"))
+}
+
+/// The member's HashKV of its stored history up to `revision`.
+async fn history_hash(url: &str, revision: i64) -> Result<u32, String> {
+    let mut client = connect(url).await?;
+    client
+        .hash_kv(revision)
+        .await
+        .map(|r| r.hash())
+        .map_err(|e| format!("hashkv through {url}: {e}"))
 }
 
 /// Index (into `urls`) of the member that every member in `members` reports
