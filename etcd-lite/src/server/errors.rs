@@ -5,6 +5,7 @@ use tonic::{Code, Status};
 
 use crate::mvcc::MvccError;
 use crate::raft::ProposeError;
+use crate::storage::EngineError;
 
 /// Errors the etcd API returns, before they become a gRPC status.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -21,6 +22,18 @@ pub enum ApiError {
     InvalidArgument(String),
     #[error("{0}")]
     Unimplemented(&'static str),
+    /// An operation this member's storage engine does not have.
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::Unsupported { .. } => ApiError::Unsupported(e.to_string()),
+            e => ApiError::Mvcc(e.into()),
+        }
+    }
 }
 
 fn etcd(code: Code, msg: &str) -> Status {
@@ -67,6 +80,7 @@ impl From<ApiError> for Status {
             ApiError::Unimplemented(what) => {
                 Status::unimplemented(format!("etcd-lite does not implement {what}"))
             }
+            ApiError::Unsupported(msg) => Status::unimplemented(msg.clone()),
         }
     }
 }

@@ -16,8 +16,6 @@ use tonic::{Request, Response, Status};
 
 use super::errors::ApiError;
 use super::EtcdServer;
-use crate::mvcc::MvccError;
-use crate::storage::EngineError;
 
 /// The etcd API version this server speaks (what `etcdctl endpoint status` shows).
 pub const SERVER_VERSION: &str = "3.4.0";
@@ -33,6 +31,16 @@ impl MaintenanceService {
     pub fn new(server: Arc<EtcdServer>) -> Self {
         MaintenanceService { server }
     }
+}
+
+/// Runs `work` on the blocking pool: it reads or rewrites the whole store.
+async fn off_the_workers<T: Send + 'static>(
+    what: &str,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, Status> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Status::internal(format!("{what}: {e}")))
 }
 
 type SnapshotStream = Pin<Box<dyn Stream<Item = Result<PbSnapshotResponse, Status>> + Send>>;
@@ -82,13 +90,9 @@ impl PbMaintenanceService for MaintenanceService {
         let engine = self.server.sm().engine().clone();
         let started = std::time::Instant::now();
         let before = engine.size_bytes();
-        tokio::task::spawn_blocking(move || engine.defragment())
-            .await
-            .map_err(|e| Status::internal(format!("defragmenting: {e}")))?
-            .map_err(|e| match e {
-                EngineError::Unsupported { .. } => Status::unimplemented(e.to_string()),
-                e => ApiError::Mvcc(MvccError::Storage(e.to_string())).into(),
-            })?;
+        off_the_workers("defragmenting", move || engine.defragment())
+            .await?
+            .map_err(ApiError::from)?;
         let after = self.server.sm().engine().size_bytes();
         tracing::info!(
             before_bytes = before,
@@ -113,9 +117,8 @@ impl PbMaintenanceService for MaintenanceService {
     ) -> Result<Response<PbHashKvResponse>, Status> {
         let rev = req.into_inner().revision;
         let sm = self.server.sm().clone();
-        let hashed = tokio::task::spawn_blocking(move || sm.store().hash_kv(rev))
-            .await
-            .map_err(|e| Status::internal(format!("hashing the keyspace: {e}")))?
+        let hashed = off_the_workers("hashing the keyspace", move || sm.store().hash_kv(rev))
+            .await?
             .map_err(ApiError::from)?;
         Ok(Response::new(PbHashKvResponse {
             header: Some(self.server.header(hashed.revision)),
