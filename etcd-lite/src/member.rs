@@ -207,8 +207,7 @@ impl Member {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
         for listener in listeners.peer {
-            let router = tonic::service::Routes::new(PeerService::into_server(node.clone()))
-                .add_service(PeerService::leases_server(node.clone()));
+            let router = PeerService::routes(node.clone(), shutdown_rx.clone());
             tasks.spawn(serve(router, listener, shutdown_rx.clone()));
         }
         tasks.spawn(lease_loop(server.clone(), shutdown_rx.clone()));
@@ -279,7 +278,8 @@ impl Member {
     }
 }
 
-async fn stopped(mut rx: watch::Receiver<bool>) {
+/// Completes once the member starts to stop.
+pub(crate) async fn stopped(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
 }
 

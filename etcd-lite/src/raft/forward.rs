@@ -18,9 +18,11 @@
 //!   next write to that leader opens a new one.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 
 use ferrokube_proto::raft::{ForwardedProposal, ForwardedProposals, ProposalResults};
+use futures::StreamExt;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
@@ -129,14 +131,18 @@ async fn run_stream(channel: Channel, mut queued: mpsc::UnboundedReceiver<(Comma
 }
 
 /// The leader's side: proposes each message's writes together and answers each
-/// message once all of its writes have an outcome.
+/// message once all of its writes have an outcome. Takes no more messages once
+/// `stop` completes.
 pub(crate) fn serve_stream(
     node: Arc<super::RaftNode>,
-    mut inbound: tonic::Streaming<ForwardedProposals>,
+    inbound: tonic::Streaming<ForwardedProposals>,
+    stop: impl Future<Output = ()> + Send + 'static,
 ) -> ReceiverStream<Result<ProposalResults, tonic::Status>> {
     let (results, results_rx) = mpsc::channel(OUTBOUND_MESSAGES);
     tokio::spawn(async move {
-        while let Ok(Some(message)) = inbound.message().await {
+        let inbound = inbound.take_until(stop);
+        tokio::pin!(inbound);
+        while let Some(Ok(message)) = inbound.next().await {
             let node = Arc::clone(&node);
             let results = results.clone();
             tokio::spawn(async move {
